@@ -1,0 +1,309 @@
+//! The access log for auditors: one event per request on the mTLS listener and per refused
+//! client certificate, written by a single writer task that commits in batches and links
+//! every event to the one before it (`hash = SHA-256(prev_hash ‖ canonical event)`).
+//! A request waits for its event's commit before its response leaves.
+
+pub mod export;
+
+use std::net::IpAddr;
+
+use openssl::hash::{MessageDigest, hash};
+use prometheus::IntCounter;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{AuditRecord, Store, StoreError};
+use crate::tls::CertFacts;
+
+/// `prev_hash` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const MAX_BATCH: usize = 512;
+const QUEUE: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the audit writer is not running")]
+    WriterGone,
+    #[error("audit event could not be encoded: {0}")]
+    Encode(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// What happened, before it gets its place in the chain. Holds no token, code or key.
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub ts: String,
+    pub interaction_id: String,
+    pub peer_ip: Option<IpAddr>,
+    pub client_id: Option<String>,
+    pub cert: CertFacts,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub token_jti: Option<String>,
+    pub consent_id: Option<String>,
+    pub latency_us: u64,
+}
+
+impl AuditEvent {
+    fn into_record(self, seq: i64, prev_hash: String) -> Result<AuditRecord, AuditError> {
+        let mut record = AuditRecord {
+            seq,
+            ts: self.ts,
+            interaction_id: self.interaction_id,
+            peer_ip: self.peer_ip.map(|ip| ip.to_string()),
+            client_id: self.client_id,
+            cert_thumbprint: self.cert.thumbprint,
+            cert_subject: self.cert.subject,
+            cert_serial: self.cert.serial,
+            method: self.method,
+            route: self.route,
+            status: i64::from(self.status),
+            outcome: self.outcome.as_str().to_string(),
+            reason: self.reason,
+            token_jti: self.token_jti,
+            consent_id: self.consent_id,
+            latency_us: i64::try_from(self.latency_us).unwrap_or(i64::MAX),
+            prev_hash,
+            hash: String::new(),
+        };
+        record.hash = chain_hash(&record)?;
+        Ok(record)
+    }
+}
+
+/// SHA-256 over `prev_hash` and the canonical JSON of the event (every field but `hash`,
+/// keys sorted), hex-encoded.
+pub fn chain_hash(record: &AuditRecord) -> Result<String, AuditError> {
+    let mut value = serde_json::to_value(record).map_err(|e| AuditError::Encode(e.to_string()))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("hash");
+    }
+    let canonical = serde_json::to_vec(&value).map_err(|e| AuditError::Encode(e.to_string()))?;
+    let mut input = Vec::with_capacity(record.prev_hash.len() + canonical.len());
+    input.extend_from_slice(record.prev_hash.as_bytes());
+    input.extend_from_slice(&canonical);
+    let digest =
+        hash(MessageDigest::sha256(), &input).map_err(|e| AuditError::Encode(e.to_string()))?;
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+type Reply = oneshot::Sender<Result<i64, String>>;
+
+/// Handle to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<(AuditEvent, Option<Reply>)>,
+}
+
+impl AuditLog {
+    /// Starts the writer on the current runtime, continuing the chain where the store ends.
+    pub async fn start(store: Store, written: IntCounter) -> Result<Self, AuditError> {
+        let head = store
+            .audit_head()
+            .await?
+            .unwrap_or((0, GENESIS.to_string()));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(store, rx, head, written));
+        Ok(Self { tx })
+    }
+
+    /// Records `event` and waits until it is durably committed; returns its `seq`.
+    pub async fn record(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((event, Some(reply)))
+            .await
+            .map_err(|_| AuditError::WriterGone)?;
+        match rx.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(AuditError::Store(StoreError::Corrupt(e))),
+            Err(_) => Err(AuditError::WriterGone),
+        }
+    }
+
+    /// Records `event` without waiting, for refusals with no response to hold back
+    /// (a failed handshake). Returns false if the queue is full.
+    pub fn record_detached(&self, event: AuditEvent) -> bool {
+        self.tx.try_send((event, None)).is_ok()
+    }
+}
+
+async fn writer(
+    store: Store,
+    mut rx: mpsc::Receiver<(AuditEvent, Option<Reply>)>,
+    mut head: (i64, String),
+    written: IntCounter,
+) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (mut seq, mut prev) = head.clone();
+        let mut records = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        let mut encode_error = None;
+        for (event, reply) in jobs.drain(..) {
+            seq += 1;
+            match event.into_record(seq, prev.clone()) {
+                Ok(record) => {
+                    prev = record.hash.clone();
+                    records.push(record);
+                    replies.push((seq, reply));
+                }
+                Err(e) => {
+                    encode_error = Some(e.to_string());
+                    replies.push((seq, reply));
+                }
+            }
+        }
+        let result = match encode_error {
+            Some(e) => Err(e),
+            None => store
+                .append_audit(&records)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                head = (seq, prev);
+                written.inc_by(records.len() as u64);
+                for (seq, reply) in replies {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(seq));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = replies.len(), "audit commit failed");
+                // The batch was one transaction; continue the chain from what is stored.
+                if let Ok(Some(stored)) = store.audit_head().await {
+                    head = stored;
+                }
+                for (_, reply) in replies {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The result of walking the chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Intact { last_seq: i64 },
+    Broken { seq: i64, reason: String },
+}
+
+/// Walks the whole log in `seq` order and reports the first broken link.
+pub async fn verify(store: &Store) -> Result<Verdict, AuditError> {
+    let mut expected_seq = 1;
+    let mut prev = GENESIS.to_string();
+    loop {
+        let page = store
+            .audit_events(&crate::store::AuditQuery {
+                after_seq: expected_seq - 1,
+                limit: 1000,
+                ..Default::default()
+            })
+            .await?;
+        if page.is_empty() {
+            return Ok(Verdict::Intact {
+                last_seq: expected_seq - 1,
+            });
+        }
+        for record in page {
+            if let Some(reason) = check_link(&record, expected_seq, &prev)? {
+                return Ok(Verdict::Broken {
+                    seq: expected_seq,
+                    reason,
+                });
+            }
+            prev = record.hash;
+            expected_seq += 1;
+        }
+    }
+}
+
+fn check_link(
+    record: &AuditRecord,
+    expected_seq: i64,
+    prev: &str,
+) -> Result<Option<String>, AuditError> {
+    if record.seq != expected_seq {
+        return Ok(Some(format!(
+            "event missing: found seq {} where {expected_seq} should be",
+            record.seq
+        )));
+    }
+    if record.prev_hash != prev {
+        return Ok(Some(
+            "prev_hash does not match the previous event's hash".into(),
+        ));
+    }
+    if chain_hash(record)? != record.hash {
+        return Ok(Some("hash does not match the event's contents".into()));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(route: &str) -> AuditEvent {
+        AuditEvent {
+            ts: "2026-11-23T00:00:00.000000Z".into(),
+            interaction_id: "i".into(),
+            peer_ip: None,
+            client_id: Some("c".into()),
+            cert: CertFacts::default(),
+            method: "GET".into(),
+            route: route.into(),
+            status: 200,
+            outcome: Outcome::Allowed,
+            reason: None,
+            token_jti: None,
+            consent_id: None,
+            latency_us: 5,
+        }
+    }
+
+    #[test]
+    fn a_changed_field_breaks_the_link() -> Result<(), AuditError> {
+        let first = event("/a").into_record(1, GENESIS.into())?;
+        let second = event("/b").into_record(2, first.hash.clone())?;
+        assert_eq!(check_link(&first, 1, GENESIS)?, None);
+        assert_eq!(check_link(&second, 2, &first.hash)?, None);
+        let mut tampered = second.clone();
+        tampered.status = 403;
+        assert!(check_link(&tampered, 2, &first.hash)?.is_some());
+        assert!(check_link(&second, 2, GENESIS)?.is_some());
+        assert!(check_link(&second, 3, &first.hash)?.is_some());
+        Ok(())
+    }
+}

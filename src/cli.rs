@@ -1,0 +1,614 @@
+//! The `obgate` command line. Every subcommand reads the same settings as `serve`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use openssl::x509::X509;
+
+use crate::audit::export::{self, Format};
+use crate::audit::{self, Verdict};
+use crate::clock;
+use crate::config::Settings;
+use crate::oauth::clients::{AuthMethod, Client, ClientId, ClientStatus, Role};
+use crate::pki::{self, CertSpec, DevPki, KeyType, OPERATOR_ORG, OPERATOR_ROLES};
+use crate::policy::{Policy, PolicyError};
+use crate::routes::PROTECTED_ROUTES;
+use crate::startup::Application;
+use crate::store::{NewClient, Store};
+
+#[derive(Debug, Parser)]
+#[command(name = "obgate", version, about = "Open Banking partner API gateway")]
+pub struct Cli {
+    /// TOML config file; without one, obgate runs on its embedded default.
+    #[arg(long, global = true, env = "OBGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite database, dev PKI, signing keys).
+    #[arg(
+        long,
+        global = true,
+        env = "OBGATE_DATA_DIR",
+        default_value = "obgate-data"
+    )]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Development PKI.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// The client (TPP) registry.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// What a TPP developer does first.
+    #[command(subcommand)]
+    Tpp(TppCommand),
+    /// The access log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// The access policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the OpenAPI document (the bytes of openapi/obgate.json).
+    Openapi,
+    /// Create or upgrade the database schema.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create the dev CA, server certificate, demo TPP and operator certificates (missing ones only).
+    Init,
+    /// Issue a TPP or operator certificate signed by the dev CA: DIR/NAME.pem and DIR/NAME.key.
+    Issue {
+        #[arg(long, value_enum)]
+        kind: CertKind,
+        /// The certificate's name; for a TPP, its software id (CN).
+        #[arg(long)]
+        name: String,
+        /// Operator roles, comma-separated (portal, auditor).
+        #[arg(long)]
+        roles: Option<String>,
+        /// TPP organisation name (O); defaults to NAME.
+        #[arg(long)]
+        org: Option<String>,
+        /// TPP organisation id (OU).
+        #[arg(long, default_value = "0015800001OBGATEDEV")]
+        org_id: String,
+        #[arg(long, value_enum, default_value_t = KeyType::EcP256)]
+        key_type: KeyType,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CertKind {
+    Tpp,
+    Operator,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Register a TPP with the certificate it will authenticate with; prints the client id.
+    Register {
+        #[arg(long)]
+        name: String,
+        /// PEM certificate of the client.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Comma-separated: AISP, PISP, CBPII.
+        #[arg(long)]
+        roles: String,
+        #[arg(long, value_enum, default_value_t = AuthMethod::TlsClientAuth)]
+        auth: AuthMethod,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Client id; defaults to the certificate's CN (the software id).
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registered clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend a client: its token requests and its tokens are refused.
+    Suspend { id: String },
+    /// Re-activate a suspended client.
+    Activate { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TppCommand {
+    /// Fetch a client-credentials access token with a client certificate (via the oauth2 crate).
+    Token {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// CA that issued the gateway's server certificate (default: the dev CA).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long)]
+        scope: Option<String>,
+        /// mTLS base URL (default: server.mtls_url).
+        #[arg(long)]
+        url: Option<String>,
+        /// Client id (default: the certificate's CN).
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exit 1 at the first broken link.
+    Verify,
+    /// Print events, oldest first.
+    Export {
+        /// Start (inclusive), RFC 3339.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (exclusive), RFC 3339.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate the policy; print file, line and field for each mistake.
+    Check { dir: Option<PathBuf> },
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(Settings::load(
+        cli.config.as_deref(),
+        &cli.data_dir,
+        std::env::vars(),
+    )?)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve => serve(&cli).await,
+        Command::Pki(cmd) => pki_command(&cli, cmd),
+        Command::Clients(cmd) => clients_command(&cli, cmd).await,
+        Command::Tpp(TppCommand::Token {
+            cert,
+            key,
+            ca,
+            scope,
+            url,
+            client_id,
+        }) => {
+            let s = settings(&cli)?;
+            let ca = ca
+                .clone()
+                .unwrap_or_else(|| DevPki::new(&cli.data_dir).path("ca.pem"));
+            let url = url.clone().unwrap_or(s.server.mtls_url);
+            let body = crate::tpp::client_credentials_token(
+                cert,
+                key,
+                &ca,
+                &url,
+                client_id.as_deref(),
+                scope.as_deref(),
+            )
+            .await?;
+            println!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(cmd) => audit_command(&cli, cmd).await,
+        Command::Policy(PolicyCommand::Check { dir }) => {
+            let dir = match dir {
+                Some(d) => d.clone(),
+                None => settings(&cli)?.policy.dir,
+            };
+            match Policy::load(&dir, PROTECTED_ROUTES) {
+                Ok(_) => {
+                    println!("{}: ok", dir.join(crate::policy::POLICY_FILE).display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(PolicyError::Invalid(issues)) => {
+                    for issue in &issues {
+                        eprintln!("{issue}");
+                    }
+                    eprintln!("{} mistake(s) in the policy", issues.len());
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Openapi => {
+            print!("{}", crate::ops::openapi::document());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let s = settings(&cli)?;
+            Store::connect(&s.database.url).await?;
+            println!("database is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn pki_command(cli: &Cli, cmd: &PkiCommand) -> anyhow::Result<ExitCode> {
+    let now = clock::now().unix_timestamp();
+    match cmd {
+        PkiCommand::Init => {
+            let dev = DevPki::new(&cli.data_dir);
+            let created = dev.init(now)?;
+            if created.is_empty() {
+                println!(
+                    "dev PKI in {} is complete; nothing created",
+                    dev.dir.display()
+                );
+            } else {
+                println!("created in {}: {}", dev.dir.display(), created.join(", "));
+            }
+        }
+        PkiCommand::Issue {
+            kind,
+            name,
+            roles,
+            org,
+            org_id,
+            key_type,
+            out,
+        } => {
+            let mut spec = match kind {
+                CertKind::Tpp => {
+                    if roles.is_some() {
+                        bail!(
+                            "--roles is for operator certificates; a TPP's roles are set by \
+                             `obgate clients register --roles`"
+                        );
+                    }
+                    let org = org.as_deref().unwrap_or(name);
+                    if org == OPERATOR_ORG {
+                        bail!("--org {OPERATOR_ORG:?} is reserved for operator certificates");
+                    }
+                    CertSpec::tpp(org, org_id, name, now)
+                }
+                CertKind::Operator => {
+                    let roles: Vec<String> = roles
+                        .as_deref()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    if roles.is_empty() {
+                        bail!("--roles is required for an operator certificate (portal, auditor)");
+                    }
+                    if let Some(bad) = roles.iter().find(|r| !OPERATOR_ROLES.contains(&r.as_str()))
+                    {
+                        bail!("--roles: unknown operator role {bad:?} (expected portal, auditor)");
+                    }
+                    CertSpec::operator(name, &roles, now)
+                }
+            };
+            spec.key_type = *key_type;
+            let ca = DevPki::new(&cli.data_dir)
+                .ca()
+                .context("the dev CA is missing; run `obgate pki init` first")?;
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let (cert, key) = pki::issue(&spec, Some(&ca))?.write(out, name)?;
+            println!("{}\n{}", cert.display(), key.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_cert(path: &Path) -> anyhow::Result<X509> {
+    let pem = pki::read(path)?;
+    X509::from_pem(&pem).map_err(|_| anyhow!("{}: not a PEM certificate", path.display()))
+}
+
+fn common_name(cert: &X509) -> Option<String> {
+    cert.subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+}
+
+/// Builds a client record for `cert` and checks it can authenticate the way it registers.
+pub fn new_client(
+    settings: &Settings,
+    cert_path: &Path,
+    name: &str,
+    roles: &str,
+    auth: AuthMethod,
+    redirect_uris: &[String],
+    client_id: Option<&str>,
+) -> anyhow::Result<NewClient> {
+    let cert = read_cert(cert_path)?;
+    let record = crate::tls::peer::registration_record(&cert)
+        .ok_or_else(|| anyhow!("{}: the certificate cannot be read", cert_path.display()))?;
+    if record.not_after <= clock::now().unix_timestamp() {
+        bail!("{}: the certificate has expired", cert_path.display());
+    }
+    let roles = Role::parse_list(roles).map_err(|e| anyhow!("--roles: {e}"))?;
+    let id = match client_id {
+        Some(id) => id.to_string(),
+        None => common_name(&cert).ok_or_else(|| {
+            anyhow!(
+                "{}: no CN to use as client id; pass --client-id",
+                cert_path.display()
+            )
+        })?,
+    };
+    let client_id: ClientId = id.parse().map_err(|e| anyhow!("client id: {e}"))?;
+    for uri in redirect_uris {
+        if !uri.starts_with("https://") || uri.contains('#') {
+            bail!("--redirect-uri {uri:?}: must be an https:// URI without a fragment");
+        }
+    }
+    let subject_dn = match auth {
+        AuthMethod::TlsClientAuth => {
+            crate::tls::verify_with_trust_anchors(&settings.tls, &cert).map_err(|e| {
+                anyhow!(
+                    "{}: not usable for tls_client_auth: {e} (issued by a CA in tls.client_ca?)",
+                    cert_path.display()
+                )
+            })?;
+            Some(record.subject.clone())
+        }
+        AuthMethod::SelfSignedTlsClientAuth => {
+            let self_signed = cert.issuer_name_hash() == cert.subject_name_hash()
+                && cert
+                    .public_key()
+                    .and_then(|k| cert.verify(&k))
+                    .unwrap_or(false);
+            if !self_signed {
+                bail!(
+                    "{}: self_signed_tls_client_auth needs a self-signed certificate",
+                    cert_path.display()
+                );
+            }
+            None
+        }
+    };
+    Ok(NewClient {
+        client: Client {
+            client_id,
+            name: name.to_string(),
+            status: ClientStatus::Active,
+            roles,
+            auth_method: auth,
+            subject_dn,
+            cert_thumbprints: vec![record.thumbprint.clone()],
+            redirect_uris: redirect_uris.to_vec(),
+            created_at: clock::ob_datetime(clock::now()),
+        },
+        cert: record,
+    })
+}
+
+async fn clients_command(cli: &Cli, cmd: &ClientsCommand) -> anyhow::Result<ExitCode> {
+    let s = settings(cli)?;
+    let store = Store::connect(&s.database.url).await?;
+    let stamp = clock::ob_datetime(clock::now());
+    let parse_id =
+        |id: &str| -> anyhow::Result<ClientId> { id.parse().map_err(|e| anyhow!("{e}")) };
+    match cmd {
+        ClientsCommand::Register {
+            name,
+            cert,
+            roles,
+            auth,
+            redirect_uris,
+            client_id,
+            json,
+        } => {
+            let new = new_client(
+                &s,
+                cert,
+                name,
+                roles,
+                *auth,
+                redirect_uris,
+                client_id.as_deref(),
+            )?;
+            store.insert_client(&new, &stamp).await?;
+            if *json {
+                println!("{}", serde_json::json!({"client_id": new.client.client_id}));
+            } else {
+                println!("{}", new.client.client_id);
+            }
+        }
+        ClientsCommand::List { json } => {
+            let clients = store.clients().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&clients)?);
+            } else {
+                for c in clients {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        c.client_id,
+                        c.status.as_str(),
+                        Role::join(&c.roles),
+                        c.auth_method.as_str(),
+                        c.name
+                    );
+                }
+            }
+        }
+        ClientsCommand::Show { id, json } => {
+            let id = parse_id(id)?;
+            let c = store
+                .client(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no client {id}"))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!("client_id:    {}", c.client_id);
+                println!("name:         {}", c.name);
+                println!("status:       {}", c.status.as_str());
+                println!("roles:        {}", Role::join(&c.roles));
+                println!("auth_method:  {}", c.auth_method.as_str());
+                if let Some(dn) = &c.subject_dn {
+                    println!("subject_dn:   {dn}");
+                }
+                println!("certificates: {}", c.cert_thumbprints.join(", "));
+                println!("redirect_uris: {}", c.redirect_uris.join(", "));
+                println!("created_at:   {}", c.created_at);
+            }
+        }
+        ClientsCommand::Suspend { id } | ClientsCommand::Activate { id } => {
+            let id = parse_id(id)?;
+            let status = if matches!(cmd, ClientsCommand::Suspend { .. }) {
+                ClientStatus::Suspended
+            } else {
+                ClientStatus::Active
+            };
+            if !store.set_client_status(&id, status, &stamp).await? {
+                bail!("no client {id}");
+            }
+            println!("{id} {}", status.as_str());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_command(cli: &Cli, cmd: &AuditCommand) -> anyhow::Result<ExitCode> {
+    let s = settings(cli)?;
+    let store = Store::connect(&s.database.url).await?;
+    match cmd {
+        AuditCommand::Verify => match audit::verify(&store).await? {
+            Verdict::Intact { last_seq } => {
+                println!("intact up to seq {last_seq}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Verdict::Broken { seq, reason } => {
+                println!("broken at seq {seq}: {reason}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        AuditCommand::Export { from, to, format } => {
+            let bound = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<String>> {
+                v.as_deref()
+                    .map(|t| {
+                        clock::parse(t).map(clock::timestamp).ok_or_else(|| {
+                            anyhow!("{flag} {t:?}: expected an RFC 3339 time such as 2026-11-23T00:00:00Z")
+                        })
+                    })
+                    .transpose()
+            };
+            let (from, to) = (bound("--from", from)?, bound("--to", to)?);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            export::export(&store, from, to, *format, &mut out).await?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The embedded default's first start: dev PKI, database, the demo TPP.
+async fn prepare_embedded(cli: &Cli, s: &Settings) -> anyhow::Result<()> {
+    let dev = DevPki::new(&cli.data_dir);
+    if s.tls.cert != dev.path("server.pem") {
+        return Ok(());
+    }
+    let created = dev.init(clock::now().unix_timestamp())?;
+    if !created.is_empty() {
+        tracing::info!(dir = %dev.dir.display(), files = ?created, "created dev PKI");
+    }
+    let store = Store::connect(&s.database.url).await?;
+    let demo: ClientId = "demo-tpp".parse().map_err(|e: String| anyhow!(e))?;
+    if store.client(&demo).await?.is_none() {
+        let new = new_client(
+            s,
+            &dev.path("demo-tpp.pem"),
+            "Demo TPP",
+            "AISP,PISP,CBPII",
+            AuthMethod::TlsClientAuth,
+            &["https://localhost/callback".to_string()],
+            Some("demo-tpp"),
+        )?;
+        store
+            .insert_client(&new, &clock::ob_datetime(clock::now()))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let s = settings(cli)?;
+    prepare_embedded(cli, &s).await?;
+    let banner = banner(cli, &s);
+    let app = Application::build(s).await?;
+    let reloader = app.reloader();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload needs a restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reloader.reload().await {
+                Ok(()) => tracing::info!("reloaded certificates, trust anchors, CRLs and policy"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; the previous configuration stays")
+                }
+            }
+        }
+    });
+    println!("{banner}");
+    app.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn banner(cli: &Cli, s: &Settings) -> String {
+    let dev = DevPki::new(&std::path::absolute(&cli.data_dir).unwrap_or(cli.data_dir.clone()));
+    let mtls = &s.server.mtls_url;
+    let tls = format!(
+        "--cacert {} --cert {} --key {}",
+        dev.path("ca.pem").display(),
+        dev.path("demo-tpp.pem").display(),
+        dev.path("demo-tpp.key").display()
+    );
+    format!(
+        r#"
+obgate is running
+  mTLS listener (TPPs)         {mtls}
+  public listener (discovery)  {public}
+  ops listener (keep private)  http://{ops}   /metrics /healthz /readyz /docs
+
+As the demo TPP: get a token bound to your certificate, then create a consent with it.
+
+  TOKEN=$(curl -s {tls} \
+    -d grant_type=client_credentials -d client_id=demo-tpp -d scope=accounts \
+    {mtls}/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+
+  curl -s {tls} \
+    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{{"Data":{{"Permissions":["ReadAccountsBasic","ReadBalances"]}},"Risk":{{}}}}' \
+    {mtls}/open-banking/v3.1/aisp/account-access-consents
+"#,
+        public = s.server.public_url,
+        ops = s.server.ops_listen,
+    )
+}

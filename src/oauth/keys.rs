@@ -1,0 +1,242 @@
+//! Token-signing keys and the JWKS. ES256 by default, PS256 configurable (both FAPI-approved).
+//! Every key in the keys directory is published, so a rotated-out key keeps verifying the
+//! tokens it signed until they expire.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use openssl::bn::BigNumContext;
+use openssl::ec::EcGroup;
+use openssl::hash::{MessageDigest, hash};
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use serde_json::{Value, json};
+
+use crate::pki::{self, KeyType, PkiError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("{path}: {message}")]
+    Bad { path: PathBuf, message: String },
+    #[error("oauth.signing_alg: {0}")]
+    Alg(String),
+    #[error("jwt: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("openssl: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningAlg {
+    Es256,
+    Ps256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::Es256 => "ES256",
+            SigningAlg::Ps256 => "PS256",
+        }
+    }
+    pub fn jwt(self) -> Algorithm {
+        match self {
+            SigningAlg::Es256 => Algorithm::ES256,
+            SigningAlg::Ps256 => Algorithm::PS256,
+        }
+    }
+    fn file_name(self) -> &'static str {
+        match self {
+            SigningAlg::Es256 => "es256.pem",
+            SigningAlg::Ps256 => "ps256.pem",
+        }
+    }
+}
+
+impl FromStr for SigningAlg {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ES256" => Ok(Self::Es256),
+            "PS256" => Ok(Self::Ps256),
+            other => Err(KeyError::Alg(format!(
+                "{other:?} is not supported; use ES256 or PS256"
+            ))),
+        }
+    }
+}
+
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pub(super) encoding: EncodingKey,
+    pub(super) decoding: DecodingKey,
+    jwk: Value,
+}
+
+pub struct KeyRing {
+    active: SigningKey,
+    others: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    /// Loads the keys in `dir`, creating the key for `alg` if it is missing.
+    pub fn load_or_create(dir: &Path, alg: SigningAlg) -> Result<Self, KeyError> {
+        std::fs::create_dir_all(dir).map_err(|e| KeyError::Bad {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let active_path = dir.join(alg.file_name());
+        if !active_path.exists() {
+            let key_type = match alg {
+                SigningAlg::Es256 => KeyType::EcP256,
+                SigningAlg::Ps256 => KeyType::Rsa2048,
+            };
+            let key = pki::generate_key(key_type)?;
+            let pem = key.private_key_to_pem_pkcs8()?;
+            write_private(&active_path, &pem)?;
+        }
+        let active = load_key(&active_path, alg)?;
+        let mut others = Vec::new();
+        for other in [SigningAlg::Es256, SigningAlg::Ps256] {
+            let path = dir.join(other.file_name());
+            if other != alg && path.exists() {
+                others.push(load_key(&path, other)?);
+            }
+        }
+        let ring = Self { active, others };
+        ring.self_test()?;
+        Ok(ring)
+    }
+
+    pub fn active(&self) -> &SigningKey {
+        &self.active
+    }
+
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        std::iter::once(&self.active)
+            .chain(&self.others)
+            .find(|k| k.kid == kid)
+    }
+
+    /// The published JWK Set (RFC 7517 §5).
+    pub fn jwks(&self) -> Value {
+        let keys: Vec<&Value> = std::iter::once(&self.active)
+            .chain(&self.others)
+            .map(|k| &k.jwk)
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    /// Signs and verifies once, so a crypto backend that is missing fails at start, not at the
+    /// first customer request.
+    fn self_test(&self) -> Result<(), KeyError> {
+        let k = &self.active;
+        let mut header = jsonwebtoken::Header::new(k.alg.jwt());
+        header.kid = Some(k.kid.clone());
+        let token = jsonwebtoken::encode(&header, &json!({"self": "test"}), &k.encoding)?;
+        let mut v = jsonwebtoken::Validation::new(k.alg.jwt());
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        v.validate_aud = false;
+        jsonwebtoken::decode::<Value>(&token, &k.decoding, &v)?;
+        Ok(())
+    }
+}
+
+fn write_private(path: &Path, pem: &[u8]) -> Result<(), KeyError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |e: std::io::Error| KeyError::Bad {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(bad)?;
+    f.write_all(pem).map_err(bad)?;
+    f.sync_all().map_err(bad)
+}
+
+fn load_key(path: &Path, alg: SigningAlg) -> Result<SigningKey, KeyError> {
+    let bad = |message: &str| KeyError::Bad {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
+    let pem = pki::read(path)?;
+    let key: PKey<Private> =
+        PKey::private_key_from_pem(&pem).map_err(|_| bad("not a PEM private key"))?;
+    let pkcs8 = key.private_key_to_pem_pkcs8()?;
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let (thumb_input, mut jwk, decoding, encoding) = match alg {
+        SigningAlg::Es256 => {
+            let ec = key.ec_key().map_err(|_| bad("ES256 needs an EC key"))?;
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+            if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
+                return Err(bad("ES256 needs a P-256 key"));
+            }
+            let mut ctx = BigNumContext::new()?;
+            let mut x = openssl::bn::BigNum::new()?;
+            let mut y = openssl::bn::BigNum::new()?;
+            ec.public_key()
+                .affine_coordinates(&group, &mut x, &mut y, &mut ctx)?;
+            let (x, y) = (b64(&x.to_vec_padded(32)?), b64(&y.to_vec_padded(32)?));
+            // RFC 7638 §3.2: members in lexicographic order, no whitespace.
+            let thumb = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+            let decoding = DecodingKey::from_ec_components(&x, &y)?;
+            let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y});
+            (thumb, jwk, decoding, EncodingKey::from_ec_pem(&pkcs8)?)
+        }
+        SigningAlg::Ps256 => {
+            let rsa = key.rsa().map_err(|_| bad("PS256 needs an RSA key"))?;
+            if rsa.size() < 256 {
+                return Err(bad("PS256 needs an RSA key of at least 2048 bits"));
+            }
+            let (n, e) = (b64(&rsa.n().to_vec()), b64(&rsa.e().to_vec()));
+            let thumb = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+            let decoding = DecodingKey::from_rsa_components(&n, &e)?;
+            let jwk = json!({"kty": "RSA", "n": n, "e": e});
+            (thumb, jwk, decoding, EncodingKey::from_rsa_pem(&pkcs8)?)
+        }
+    };
+    let kid = b64(&hash(MessageDigest::sha256(), thumb_input.as_bytes())?);
+    if let Some(obj) = jwk.as_object_mut() {
+        obj.insert("kid".into(), json!(kid));
+        obj.insert("use".into(), json!("sig"));
+        obj.insert("alg".into(), json!(alg.as_str()));
+    }
+    Ok(SigningKey {
+        kid,
+        alg,
+        encoding,
+        decoding,
+        jwk,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ring_creates_once_and_publishes_previous_algorithms_key() -> Result<(), KeyError> {
+        let dir = tempfile::tempdir().map_err(|e| KeyError::Alg(e.to_string()))?;
+        let first = KeyRing::load_or_create(dir.path(), SigningAlg::Es256)?;
+        let again = KeyRing::load_or_create(dir.path(), SigningAlg::Es256)?;
+        assert_eq!(first.active().kid, again.active().kid);
+        let rotated = KeyRing::load_or_create(dir.path(), SigningAlg::Ps256)?;
+        assert_eq!(rotated.active().alg, SigningAlg::Ps256);
+        assert!(rotated.find(&first.active().kid).is_some());
+        let jwks = rotated.jwks();
+        assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+        Ok(())
+    }
+}

@@ -1,0 +1,455 @@
+//! Access policy, loaded from `policies/access.toml`: which scopes each role may hold, which
+//! role and scope each protected route needs, and token lifetimes. `decide` returns a typed
+//! [`Permit`] or a typed [`Denied`]. A route without a rule is denied (fail closed), and
+//! `obgate policy check` reports it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::oauth::clients::Role;
+use crate::oauth::{Scope, ScopeSet};
+
+pub const POLICY_FILE: &str = "access.toml";
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// One mistake in a policy file, located by line, column and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyIssue {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.field,
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<PolicyIssue>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    tokens: RawTokens,
+    roles: BTreeMap<String, Spanned<RawRole>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    access_token_lifetime_secs: Spanned<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    scopes: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: Spanned<String>,
+    route: Spanned<String>,
+    role: Spanned<String>,
+    scope: Spanned<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Rule {
+    role: Role,
+    scope: Scope,
+}
+
+/// Proof that the policy allows this request. Only [`Policy::decide`] builds one.
+#[derive(Debug, Clone, Copy)]
+pub struct Permit {
+    role: Role,
+    scope: Scope,
+}
+
+impl Permit {
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+}
+
+/// Why the policy refuses a request. `Display` is the message the caller sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("no access rule covers {method} {route}")]
+    NoRule { method: String, route: String },
+    #[error("this route needs the {0} role, which the client is not registered for")]
+    RoleMissing(Role),
+    #[error("this route needs the {0} scope, which the access token does not carry")]
+    ScopeMissing(Scope),
+}
+
+impl Denied {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denied::NoRule { .. } => "policy_no_rule",
+            Denied::RoleMissing(_) => "policy_role_missing",
+            Denied::ScopeMissing(_) => "policy_scope_missing",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    access_token_lifetime: i64,
+    role_scopes: HashMap<Role, ScopeSet>,
+    /// route template → [(method, rule)]
+    rules: HashMap<String, Vec<(String, Rule)>>,
+}
+
+impl Policy {
+    /// Loads `dir/access.toml`, checking it against the routes the gateway serves.
+    pub fn load(dir: &Path, known_routes: &[(&str, &str)]) -> Result<Self, PolicyError> {
+        let path = dir.join(POLICY_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(&path, &text, known_routes)
+    }
+
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        known_routes: &[(&str, &str)],
+    ) -> Result<Self, PolicyError> {
+        let at = |span: std::ops::Range<usize>, field: &str, message: String| {
+            let (line, column) = line_col(text, span.start);
+            PolicyIssue {
+                file: path.to_path_buf(),
+                line,
+                column,
+                field: field.to_string(),
+                message,
+            }
+        };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            // The span of a misspelt or mistyped key points at the key itself.
+            let word = text.get(span.clone()).unwrap_or_default().trim();
+            let is_key = !word.is_empty()
+                && word.len() <= 64
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            let field = if is_key { word } else { "(syntax)" };
+            PolicyError::Invalid(vec![at(span, field, e.message().to_string())])
+        })?;
+        let mut issues = Vec::new();
+
+        let lifetime = raw.tokens.access_token_lifetime_secs;
+        if !(30..=3600).contains(lifetime.get_ref()) {
+            issues.push(at(
+                lifetime.span(),
+                "tokens.access_token_lifetime_secs",
+                format!("{} is outside 30..=3600 seconds", lifetime.get_ref()),
+            ));
+        }
+
+        let mut role_scopes = HashMap::new();
+        for (name, role) in &raw.roles {
+            let field = format!("roles.{name}");
+            let Ok(parsed) = Role::from_str(name) else {
+                issues.push(at(
+                    role.span(),
+                    &field,
+                    format!("unknown role {name:?} (expected AISP, PISP or CBPII)"),
+                ));
+                continue;
+            };
+            let mut scopes = Vec::new();
+            for s in &role.get_ref().scopes {
+                match Scope::from_str(s.get_ref()) {
+                    Ok(scope) => scopes.push(scope),
+                    Err(e) => issues.push(at(s.span(), &format!("{field}.scopes"), e)),
+                }
+            }
+            role_scopes.insert(parsed, scopes.into_iter().collect::<ScopeSet>());
+        }
+
+        let mut rules: HashMap<String, Vec<(String, Rule)>> = HashMap::new();
+        // Routes that have a rule, valid or not: a broken rule is reported once, as itself.
+        let mut mentioned: Vec<(String, String)> = Vec::new();
+        for (i, spanned) in raw.routes.iter().enumerate() {
+            let r = spanned.get_ref();
+            let field = |name: &str| format!("routes[{i}].{name}");
+            let method = r.method.get_ref().to_ascii_uppercase();
+            if !METHODS.contains(&method.as_str()) {
+                issues.push(at(
+                    r.method.span(),
+                    &field("method"),
+                    format!("unknown HTTP method {:?}", r.method.get_ref()),
+                ));
+                continue;
+            }
+            let route = r.route.get_ref();
+            if !known_routes.contains(&(method.as_str(), route.as_str())) {
+                issues.push(at(
+                    r.route.span(),
+                    &field("route"),
+                    format!("the gateway serves no protected route {method} {route}"),
+                ));
+                continue;
+            }
+            mentioned.push((method.clone(), route.clone()));
+            let role = match Role::from_str(r.role.get_ref()) {
+                Ok(role) if role_scopes.contains_key(&role) => role,
+                Ok(role) => {
+                    issues.push(at(
+                        r.role.span(),
+                        &field("role"),
+                        format!("role {role} is not defined under [roles]"),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    issues.push(at(r.role.span(), &field("role"), e));
+                    continue;
+                }
+            };
+            let scope = match Scope::from_str(r.scope.get_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    issues.push(at(r.scope.span(), &field("scope"), e));
+                    continue;
+                }
+            };
+            if !role_scopes.get(&role).is_some_and(|s| s.contains(scope)) {
+                issues.push(at(
+                    r.scope.span(),
+                    &field("scope"),
+                    format!("role {role} may not hold scope {scope}; add it under [roles.{role}]"),
+                ));
+                continue;
+            }
+            let entry = rules.entry(route.clone()).or_default();
+            if entry.iter().any(|(m, _)| *m == method) {
+                issues.push(at(
+                    spanned.span(),
+                    &format!("routes[{i}]"),
+                    format!("a second rule for {method} {route}"),
+                ));
+                continue;
+            }
+            entry.push((method, Rule { role, scope }));
+        }
+
+        for (method, route) in known_routes {
+            let covered = mentioned.iter().any(|(m, r)| m == method && r == route);
+            if !covered {
+                issues.push(at(
+                    0..0,
+                    "routes",
+                    format!("no rule for {method} {route}; it would be refused to everyone"),
+                ));
+            }
+        }
+
+        if !issues.is_empty() {
+            return Err(PolicyError::Invalid(issues));
+        }
+        Ok(Self {
+            access_token_lifetime: *lifetime.get_ref(),
+            role_scopes,
+            rules,
+        })
+    }
+
+    /// Access-token lifetime in seconds.
+    pub fn access_token_lifetime(&self) -> i64 {
+        self.access_token_lifetime
+    }
+
+    /// Every scope the client's roles may hold.
+    pub fn scopes_for(&self, roles: &[Role]) -> ScopeSet {
+        roles
+            .iter()
+            .filter_map(|r| self.role_scopes.get(r))
+            .flat_map(ScopeSet::iter)
+            .collect()
+    }
+
+    pub fn decide(
+        &self,
+        roles: &[Role],
+        token_scopes: &ScopeSet,
+        method: &str,
+        route: &str,
+    ) -> Result<Permit, Denied> {
+        let rule = self
+            .rules
+            .get(route)
+            .and_then(|v| v.iter().find(|(m, _)| m == method))
+            .map(|(_, r)| *r)
+            .ok_or_else(|| Denied::NoRule {
+                method: method.to_string(),
+                route: route.to_string(),
+            })?;
+        if !roles.contains(&rule.role) {
+            return Err(Denied::RoleMissing(rule.role));
+        }
+        if !token_scopes.contains(rule.scope) {
+            return Err(Denied::ScopeMissing(rule.scope));
+        }
+        Ok(Permit {
+            role: rule.role,
+            scope: rule.scope,
+        })
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTES: &[(&str, &str)] = &[("POST", "/a"), ("GET", "/a/{Id}")];
+
+    const GOOD: &str = r#"
+[tokens]
+access_token_lifetime_secs = 300
+
+[roles.AISP]
+scopes = ["accounts"]
+[roles.PISP]
+scopes = ["payments"]
+
+[[routes]]
+method = "POST"
+route = "/a"
+role = "AISP"
+scope = "accounts"
+
+[[routes]]
+method = "GET"
+route = "/a/{Id}"
+role = "AISP"
+scope = "accounts"
+"#;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(Path::new("access.toml"), text, ROUTES)
+    }
+
+    fn issues(text: &str) -> Vec<PolicyIssue> {
+        match parse(text) {
+            Err(PolicyError::Invalid(i)) => i,
+            other => vec![PolicyIssue {
+                file: PathBuf::new(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("expected issues, got {other:?}"),
+            }],
+        }
+    }
+
+    #[test]
+    fn decide_permits_the_right_role_and_scope_only() -> Result<(), PolicyError> {
+        let p = parse(GOOD)?;
+        let accounts = ScopeSet::parse("accounts").unwrap_or_default();
+        assert!(p.decide(&[Role::Aisp], &accounts, "POST", "/a").is_ok());
+        assert_eq!(
+            p.decide(&[Role::Pisp], &accounts, "POST", "/a").err(),
+            Some(Denied::RoleMissing(Role::Aisp))
+        );
+        assert_eq!(
+            p.decide(&[Role::Aisp], &ScopeSet::default(), "POST", "/a")
+                .err(),
+            Some(Denied::ScopeMissing(Scope::Accounts))
+        );
+        assert!(matches!(
+            p.decide(&[Role::Aisp], &accounts, "DELETE", "/a"),
+            Err(Denied::NoRule { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_scope_the_role_may_not_hold_is_reported_with_line_and_field() {
+        let bad = GOOD.replacen("scope = \"accounts\"", "scope = \"payments\"", 1);
+        let found = issues(&bad);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].field, "routes[0].scope");
+        assert_eq!(found[0].line, 14);
+        assert!(found[0].to_string().starts_with("access.toml:14:"));
+    }
+
+    #[test]
+    fn a_misspelt_key_is_reported_with_its_path() {
+        let bad = GOOD.replacen("role = \"AISP\"", "rol = \"AISP\"", 1);
+        let found = issues(&bad);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("rol"), "{found:?}");
+        assert_eq!(found[0].line, 13);
+        assert_eq!(found[0].field, "rol");
+    }
+
+    #[test]
+    fn uncovered_and_unknown_routes_are_reported() {
+        let bad = GOOD.replacen("route = \"/a/{Id}\"", "route = \"/b\"", 1);
+        let found = issues(&bad);
+        assert!(
+            found.iter().any(|i| i.field == "routes[1].route"),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|i| i.field == "routes" && i.message.contains("/a/{Id}")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn lifetime_out_of_range_is_reported() {
+        let found = issues(&GOOD.replace("= 300", "= 86400"));
+        assert_eq!(found[0].field, "tokens.access_token_lifetime_secs");
+        assert_eq!(found[0].line, 3);
+    }
+}

@@ -1,0 +1,48 @@
+//! Open Banking resources: consents now; accounts, payments and funds confirmation with the
+//! sandbox bank as the consent flows arrive. Framework-free: handlers in `routes` call these.
+
+pub mod consents;
+
+use crate::store::StoreError;
+
+/// A resource-layer refusal or failure, mapped once to an Open Banking error at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// A request field is wrong; `code` is the Open Banking error code.
+    #[error("{path}: {message}")]
+    Field {
+        code: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("x-idempotency-key {0:?} was already used with a different request body")]
+    IdempotencyMismatch(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ResourceError {
+    pub fn field(code: &'static str, path: &str, message: impl Into<String>) -> Self {
+        Self::Field {
+            code,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Open Banking error codes used by the resource APIs.
+pub mod codes {
+    pub const FIELD_INVALID: &str = "UK.OBIE.Field.Invalid";
+    pub const FIELD_INVALID_DATE: &str = "UK.OBIE.Field.InvalidDate";
+    pub const FIELD_MISSING: &str = "UK.OBIE.Field.Missing";
+    pub const HEADER_MISSING: &str = "UK.OBIE.Header.Missing";
+    pub const HEADER_INVALID: &str = "UK.OBIE.Header.Invalid";
+    pub const INVALID_FORMAT: &str = "UK.OBIE.Resource.InvalidFormat";
+    pub const NOT_FOUND: &str = "UK.OBIE.Resource.NotFound";
+    pub const UNSUPPORTED_SCHEME: &str = "UK.OBIE.Unsupported.Scheme";
+    pub const UNSUPPORTED_CURRENCY: &str = "UK.OBIE.Unsupported.Currency";
+    pub const UNEXPECTED: &str = "UK.OBIE.UnexpectedError";
+}

@@ -1,0 +1,215 @@
+//! Middleware at the edge of each listener: the `x-fapi-interaction-id`, metrics, and on the
+//! mTLS listener the audit event, committed before the response may leave.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use super::error::ob_body;
+use crate::audit::{AuditEvent, Outcome};
+use crate::clock;
+use crate::resources::codes;
+use crate::tls::{CertFacts, HandshakeFailure, PeerIdentity};
+
+pub const INTERACTION_ID: HeaderName = HeaderName::from_static("x-fapi-interaction-id");
+/// Route label for requests that matched no route.
+pub const UNMATCHED: &str = "(unmatched)";
+/// Route recorded for refused TLS handshakes.
+pub const HANDSHAKE_ROUTE: &str = "(tls-handshake)";
+
+/// Set on a response by whoever decided its outcome, read by the audit middleware.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditNote {
+    pub outcome: Outcome,
+    pub reason: &'static str,
+}
+
+impl AuditNote {
+    pub fn denied(reason: &'static str) -> Self {
+        Self {
+            outcome: Outcome::Denied,
+            reason,
+        }
+    }
+}
+
+/// Who and what the request concerned, filled in by the guard and handlers as they learn it.
+#[derive(Clone, Debug, Default)]
+pub struct AuditContext {
+    pub client_id: Option<String>,
+    pub token_jti: Option<String>,
+    pub consent_id: Option<String>,
+}
+
+pub fn remember(req: &HttpRequest, f: impl FnOnce(&mut AuditContext)) {
+    let mut ext = req.extensions_mut();
+    if let Some(ctx) = ext.get_mut::<AuditContext>() {
+        f(ctx);
+    } else {
+        let mut ctx = AuditContext::default();
+        f(&mut ctx);
+        ext.insert(ctx);
+    }
+}
+
+/// The interaction id of this request (echoed, or generated).
+#[derive(Clone, Debug)]
+pub struct InteractionId(pub String);
+
+/// Echo a sensible `x-fapi-interaction-id`; otherwise make one (a UUID, as FAPI asks).
+fn interaction_id(headers: &HeaderMap) -> String {
+    headers
+        .get(&INTERACTION_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, actix_web::Error> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| actix_web::error::ErrorInternalServerError("application state missing"))
+}
+
+/// mTLS listener: every request, allowed or denied, is audited before its response leaves.
+pub async fn mtls_edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let ts = clock::now();
+    let state = state_of(&req)?;
+    let interaction = interaction_id(req.headers());
+    req.extensions_mut()
+        .insert(InteractionId(interaction.clone()));
+    let peer_ip = req.peer_addr().map(|a| a.ip());
+    let method = req.method().to_string();
+
+    let res = next.call(req).await?;
+
+    let status = res.status();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| UNMATCHED.to_string());
+    let note = res.response().extensions().get::<AuditNote>().copied();
+    let ctx = res
+        .request()
+        .extensions()
+        .get::<AuditContext>()
+        .cloned()
+        .unwrap_or_default();
+    let cert = match PeerIdentity::of(res.request()) {
+        PeerIdentity::Verified(c) => c.facts(),
+        _ => CertFacts::default(),
+    };
+    let (outcome, reason) = match note {
+        Some(n) => (n.outcome, Some(n.reason.to_string())),
+        None if status.is_success() || status.is_redirection() => (Outcome::Allowed, None),
+        None => (Outcome::Denied, Some(format!("http_{}", status.as_u16()))),
+    };
+    let event = AuditEvent {
+        ts: clock::timestamp(ts),
+        interaction_id: interaction.clone(),
+        peer_ip,
+        client_id: ctx.client_id,
+        cert,
+        method: method.clone(),
+        route: route.clone(),
+        status: status.as_u16(),
+        outcome,
+        reason,
+        token_jti: ctx.token_jti,
+        consent_id: ctx.consent_id,
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    };
+    let res = match state.audit.record(event).await {
+        Ok(_) => res.map_into_boxed_body(),
+        Err(e) => {
+            tracing::error!(error = %e, %route, "audit commit failed; the response is withheld");
+            let (req, _) = res.into_parts();
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let body = ob_body(
+                status,
+                codes::UNEXPECTED,
+                "the access log cannot be written; nothing was served",
+                None,
+            );
+            ServiceResponse::new(req, HttpResponse::build(status).json(body))
+        }
+    };
+    Ok(finish(res, &interaction, &route, &method, started, &state))
+}
+
+/// Public listener: interaction id and metrics; nothing here is customer data.
+pub async fn public_edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let state = state_of(&req)?;
+    let interaction = interaction_id(req.headers());
+    req.extensions_mut()
+        .insert(InteractionId(interaction.clone()));
+    let method = req.method().to_string();
+    let res = next.call(req).await?.map_into_boxed_body();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| UNMATCHED.to_string());
+    Ok(finish(res, &interaction, &route, &method, started, &state))
+}
+
+fn finish(
+    mut res: ServiceResponse<BoxBody>,
+    interaction: &str,
+    route: &str,
+    method: &str,
+    started: Instant,
+    state: &AppState,
+) -> ServiceResponse<BoxBody> {
+    if let Ok(v) = HeaderValue::from_str(interaction) {
+        res.headers_mut().insert(INTERACTION_ID, v);
+    }
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route, method, res.status().as_str()])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[route, method])
+        .observe(started.elapsed().as_secs_f64());
+    res
+}
+
+/// The audit event for a refused client certificate (no HTTP request ever existed).
+pub fn handshake_event(failure: &HandshakeFailure) -> AuditEvent {
+    AuditEvent {
+        ts: clock::timestamp(clock::now()),
+        interaction_id: uuid::Uuid::new_v4().to_string(),
+        peer_ip: failure.peer.map(|p| p.ip()),
+        client_id: None,
+        cert: failure.cert.clone(),
+        method: "-".into(),
+        route: HANDSHAKE_ROUTE.into(),
+        status: 0,
+        outcome: Outcome::Denied,
+        reason: Some(format!("{}: {}", failure.reason, failure.detail)),
+        token_jti: None,
+        consent_id: None,
+        latency_us: 0,
+    }
+}

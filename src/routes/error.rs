@@ -1,0 +1,273 @@
+//! The one edge error: every layer's error converts into it, and it knows its HTTP status, its
+//! body (RFC 6749 JSON at the authorization server, the Open Banking error body at resources)
+//! and its `WWW-Authenticate` header.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use super::edge::AuditNote;
+use crate::oauth::OAuthError;
+use crate::oauth::token::TokenRejection;
+use crate::policy::Denied;
+use crate::resources::{ResourceError, codes};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Authorization-server endpoints: RFC 6749 §5.2 body.
+    #[error("{}: {}", .0, .0.description())]
+    OAuth(OAuthError),
+    /// No usable bearer token was presented (RFC 6750 §3.1: no error code).
+    #[error("{0}")]
+    NoToken(&'static str),
+    /// The certificate or token is not acceptable: 401 `invalid_token`.
+    #[error("{description}")]
+    InvalidToken {
+        reason: &'static str,
+        description: String,
+    },
+    /// The policy refused: 403.
+    #[error("{0}")]
+    Forbidden(Denied),
+    /// The request is malformed: 400 with an Open Banking error.
+    #[error("{message}")]
+    BadRequest {
+        reason: &'static str,
+        code: &'static str,
+        path: Option<String>,
+        message: String,
+        /// RFC 6750 `invalid_request` in `WWW-Authenticate` (e.g. a token in the query string).
+        bearer_invalid_request: bool,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    /// Something of ours failed; the cause is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(
+        reason: &'static str,
+        code: &'static str,
+        path: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::BadRequest {
+            reason,
+            code,
+            path: path.map(str::to_string),
+            message: message.into(),
+            bearer_invalid_request: false,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::OAuth(e) => match e {
+                OAuthError::InvalidRequest(_) => "invalid_request",
+                OAuthError::InvalidClient(_) => "invalid_client",
+                OAuthError::InvalidGrant(_) => "invalid_grant",
+                OAuthError::UnauthorizedClient(_) => "unauthorized_client",
+                OAuthError::InvalidScope(_) => "invalid_scope",
+                OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+                OAuthError::ServerError(_) => "server_error",
+                OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
+            },
+            Self::NoToken(_) => "token_missing",
+            Self::InvalidToken { reason, .. } => reason,
+            Self::Forbidden(d) => d.reason(),
+            Self::BadRequest { reason, .. } => reason,
+            Self::NotFound(_) => "not_found",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(e: OAuthError) -> Self {
+        Self::OAuth(e)
+    }
+}
+
+impl From<TokenRejection> for ApiError {
+    fn from(e: TokenRejection) -> Self {
+        Self::InvalidToken {
+            reason: e.reason(),
+            description: e.to_string(),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(e: Denied) -> Self {
+        Self::Forbidden(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<ResourceError> for ApiError {
+    fn from(e: ResourceError) -> Self {
+        match e {
+            ResourceError::Field {
+                code,
+                path,
+                message,
+            } => Self::BadRequest {
+                reason: "invalid_body",
+                code,
+                path: Some(path),
+                message,
+                bearer_invalid_request: false,
+            },
+            ResourceError::IdempotencyMismatch(_) => Self::bad_request(
+                "idempotency_key_reused",
+                codes::HEADER_INVALID,
+                Some("x-idempotency-key"),
+                e.to_string(),
+            ),
+            ResourceError::NotFound(m) => Self::NotFound(m),
+            ResourceError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// RFC 6750 §3: quoted-string values may not contain `"` or `\`.
+fn quote_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+pub(crate) fn ob_body(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    path: Option<&str>,
+) -> serde_json::Value {
+    let mut error = json!({"ErrorCode": code, "Message": message});
+    if let Some(p) = path {
+        error["Path"] = json!(p);
+    }
+    json!({
+        "Code": format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")).trim_end(),
+        "Id": uuid::Uuid::new_v4().to_string(),
+        "Message": message,
+        "Errors": [error],
+    })
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::OAuth(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            Self::NoToken(_) | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut res = HttpResponse::build(status);
+        let (body, www_authenticate) = match self {
+            Self::OAuth(e) => {
+                res.insert_header((header::CACHE_CONTROL, "no-store"));
+                (
+                    json!({"error": e.to_string(), "error_description": e.description()}),
+                    None,
+                )
+            }
+            Self::NoToken(m) => (
+                ob_body(status, codes::HEADER_MISSING, m, Some("Authorization")),
+                Some(r#"Bearer realm="obgate""#.to_string()),
+            ),
+            Self::InvalidToken { description, .. } => (
+                ob_body(
+                    status,
+                    codes::HEADER_INVALID,
+                    description,
+                    Some("Authorization"),
+                ),
+                Some(format!(
+                    r#"Bearer realm="obgate", error="invalid_token", error_description="{}""#,
+                    quote_safe(description)
+                )),
+            ),
+            Self::Forbidden(d) => {
+                let www = match d {
+                    Denied::ScopeMissing(scope) => Some(format!(
+                        r#"Bearer realm="obgate", error="insufficient_scope", scope="{scope}", error_description="{}""#,
+                        quote_safe(&d.to_string())
+                    )),
+                    _ => None,
+                };
+                (
+                    ob_body(
+                        status,
+                        codes::HEADER_INVALID,
+                        &d.to_string(),
+                        Some("Authorization"),
+                    ),
+                    www,
+                )
+            }
+            Self::BadRequest {
+                code,
+                path,
+                message,
+                bearer_invalid_request,
+                ..
+            } => (
+                ob_body(status, code, message, path.as_deref()),
+                bearer_invalid_request.then(|| {
+                    format!(
+                        r#"Bearer realm="obgate", error="invalid_request", error_description="{}""#,
+                        quote_safe(message)
+                    )
+                }),
+            ),
+            Self::NotFound(m) => (ob_body(status, codes::NOT_FOUND, m, None), None),
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                (
+                    ob_body(
+                        status,
+                        codes::UNEXPECTED,
+                        "internal error; see the gateway log",
+                        None,
+                    ),
+                    None,
+                )
+            }
+        };
+        if let Some(www) = www_authenticate
+            && let Ok(v) = HeaderValue::from_str(&www)
+        {
+            res.insert_header((header::WWW_AUTHENTICATE, v));
+        }
+        let mut res = res.json(body);
+        res.extensions_mut()
+            .insert(AuditNote::denied(self.reason()));
+        res
+    }
+}
+
+/// Unknown routes: 404 with an Open Banking body.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such resource".into()))
+}

@@ -1,0 +1,152 @@
+//! The guard chain every resource request passes, in SPEC §5 order; the first failure is the
+//! answer: verified client certificate → bearer JWT valid → `cnf.x5t#S256` equals this
+//! connection's certificate → client active → policy permits role and scope on this route.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+
+use super::AppState;
+use super::edge::remember;
+use super::error::ApiError;
+use crate::clock;
+use crate::oauth::clients::{Client, ClientStatus};
+use crate::oauth::token::BoundToken;
+use crate::policy::Permit;
+use crate::resources::codes;
+use crate::tls::{PeerIdentity, VerifiedClientCert};
+
+/// A request that passed the whole chain. Handlers that take it cannot run otherwise.
+pub struct Authorized {
+    pub cert: VerifiedClientCert,
+    pub token: BoundToken,
+    pub client: Client,
+    pub permit: Permit,
+}
+
+impl FromRequest for Authorized {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authorize(&req).await })
+    }
+}
+
+/// The verified certificate of this connection, or the 401 that explains its absence.
+pub fn client_cert(req: &HttpRequest) -> Result<VerifiedClientCert, ApiError> {
+    match PeerIdentity::of(req) {
+        PeerIdentity::Verified(cert) => Ok(cert),
+        PeerIdentity::Absent => Err(ApiError::InvalidToken {
+            reason: "certificate_missing",
+            description: "no client certificate on this connection; use the mTLS endpoint".into(),
+        }),
+        PeerIdentity::Rejected(why) => Err(ApiError::InvalidToken {
+            reason: "certificate_rejected",
+            description: format!("the client certificate was not accepted: {why}"),
+        }),
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+    let has_query_token = req
+        .query_string()
+        .split('&')
+        .any(|p| p == "access_token" || p.starts_with("access_token="));
+    if has_query_token {
+        return Err(ApiError::BadRequest {
+            reason: "token_in_query",
+            code: codes::HEADER_INVALID,
+            path: Some("access_token".into()),
+            message: "access tokens are accepted only in the Authorization header, \
+                      never in the URL"
+                .into(),
+            bearer_invalid_request: true,
+        });
+    }
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::NoToken(
+            "an Authorization: Bearer access token is required",
+        ))?;
+    let value = value.to_str().map_err(|_| ApiError::InvalidToken {
+        reason: "token_malformed",
+        description: "the Authorization header is not valid text".into(),
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::InvalidToken {
+            reason: "token_malformed",
+            description: "the Authorization header must be `Bearer <access token>`".into(),
+        }),
+    }
+}
+
+async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+    let cert = client_cert(req)?;
+    let raw = bearer(req)?;
+    let now = clock::now().unix_timestamp();
+    let token = match state
+        .tokens
+        .verify_bound(raw, &cert, &state.state, now)
+        .await
+    {
+        Ok(t) => t,
+        Err(rejection) => {
+            state
+                .metrics
+                .token_rejections
+                .with_label_values(&[rejection.reason()])
+                .inc();
+            return Err(rejection.into());
+        }
+    };
+    remember(req, |ctx| {
+        ctx.client_id = Some(token.client_id().to_string());
+        ctx.token_jti = Some(token.jti().to_string());
+        ctx.consent_id = token.consent_id().map(str::to_string);
+    });
+    let client = state
+        .store
+        .client(token.client_id())
+        .await?
+        .ok_or_else(|| ApiError::InvalidToken {
+            reason: "client_unknown",
+            description: format!("client {} is no longer registered", token.client_id()),
+        })?;
+    if client.status != ClientStatus::Active {
+        state
+            .metrics
+            .token_rejections
+            .with_label_values(&["client_suspended"])
+            .inc();
+        return Err(ApiError::InvalidToken {
+            reason: "client_suspended",
+            description: format!("client {} is suspended", client.client_id),
+        });
+    }
+    let route = req.match_pattern().unwrap_or_default();
+    let permit =
+        state
+            .policy
+            .load()
+            .decide(&client.roles, token.scopes(), req.method().as_str(), &route)?;
+    Ok(Authorized {
+        cert,
+        token,
+        client,
+        permit,
+    })
+}

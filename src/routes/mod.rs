@@ -1,0 +1,82 @@
+//! The HTTP edge: thin handlers, one file per endpoint group, wired per listener.
+
+pub mod consents;
+pub mod discovery;
+pub mod edge;
+pub mod error;
+pub mod guard;
+pub mod oauth;
+
+use actix_web::web;
+use arc_swap::ArcSwap;
+
+use crate::audit::AuditLog;
+use crate::config::Settings;
+use crate::oauth::token::TokenService;
+use crate::ops::Metrics;
+use crate::policy::Policy;
+use crate::state::SharedState;
+use crate::store::Store;
+
+/// What every handler can reach. Built once by `startup`, shared by every worker.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Store,
+    pub tokens: TokenService,
+    pub policy: ArcSwap<Policy>,
+    pub state: SharedState,
+    pub audit: AuditLog,
+    pub metrics: Metrics,
+    /// RFC 8414 metadata, rendered once.
+    pub metadata: String,
+    /// The JWK Set, rendered once.
+    pub jwks: String,
+}
+
+/// The protected resource routes (method, route template): the policy must cover each.
+pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/open-banking/v3.1/aisp/account-access-consents"),
+    (
+        "GET",
+        "/open-banking/v3.1/aisp/account-access-consents/{ConsentId}",
+    ),
+    (
+        "DELETE",
+        "/open-banking/v3.1/aisp/account-access-consents/{ConsentId}",
+    ),
+    ("POST", "/open-banking/v3.1/pisp/domestic-payment-consents"),
+    (
+        "GET",
+        "/open-banking/v3.1/pisp/domestic-payment-consents/{ConsentId}",
+    ),
+    (
+        "POST",
+        "/open-banking/v3.1/cbpii/funds-confirmation-consents",
+    ),
+    (
+        "GET",
+        "/open-banking/v3.1/cbpii/funds-confirmation-consents/{ConsentId}",
+    ),
+];
+
+/// The mTLS listener: authorization server, resource APIs (and, harmlessly, discovery).
+pub fn mtls(cfg: &mut web::ServiceConfig) {
+    cfg.service(oauth::token)
+        .service(oauth::introspect)
+        .service(oauth::revoke)
+        .service(consents::create_account_access_consent)
+        .service(consents::get_account_access_consent)
+        .service(consents::delete_account_access_consent)
+        .service(consents::create_domestic_payment_consent)
+        .service(consents::get_domestic_payment_consent)
+        .service(consents::create_funds_confirmation_consent)
+        .service(consents::get_funds_confirmation_consent);
+    discovery::configure(cfg);
+    cfg.default_service(web::to(error::not_found));
+}
+
+/// The public TLS listener: discovery and JWKS; never a client certificate.
+pub fn public(cfg: &mut web::ServiceConfig) {
+    discovery::configure(cfg);
+    cfg.default_service(web::to(error::not_found));
+}

@@ -1,0 +1,292 @@
+//! `Application`: builds stores, keys, policy, the audit writer and the TLS frontend, wires the
+//! three listeners (mTLS, public TLS, ops) and exposes the ports it bound.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use actix_http::body::BoxBody;
+use actix_http::{Extensions, HttpService};
+use actix_server::{Server, ServerHandle};
+use actix_service::{ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::AppConfig;
+use actix_web::middleware::from_fn;
+use actix_web::{App, web};
+use arc_swap::ArcSwap;
+use tokio::net::TcpStream;
+
+use crate::audit::{AuditError, AuditLog};
+use crate::config::Settings;
+use crate::oauth::keys::{KeyError, KeyRing, SigningAlg};
+use crate::oauth::metadata;
+use crate::oauth::token::TokenService;
+use crate::ops::{self, Metrics};
+use crate::policy::{Policy, PolicyError};
+use crate::routes::{self, AppState, PROTECTED_ROUTES};
+use crate::state::{SharedState, StateError};
+use crate::store::{Store, StoreError};
+use crate::tls::{PeerIdentity, Thumbprint, TlsError, TlsFrontend, TlsIo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {addr} ({which}): {source}")]
+    Bind {
+        which: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// How often registered self-signed certificates are re-read, so a `clients register` made by
+/// another process is honoured at the handshake without a restart.
+const SELF_SIGNED_REFRESH: Duration = Duration::from_secs(10);
+
+pub struct Application {
+    server: Server,
+    mtls_addr: SocketAddr,
+    public_addr: SocketAddr,
+    ops_addr: SocketAddr,
+    state: web::Data<AppState>,
+    tls: Arc<TlsFrontend>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let metrics = Metrics::new()?;
+        let store = Store::connect(&settings.database.url).await?;
+        let shared = SharedState::connect(&settings.state.url)?;
+        let now = crate::clock::now().unix_timestamp();
+        for (jti, exp) in store.live_revocations(now).await? {
+            shared.revoke(&jti, exp, now).await?;
+        }
+        let policy = Policy::load(&settings.policy.dir, PROTECTED_ROUTES)?;
+        let alg: SigningAlg = settings.oauth.signing_alg.parse()?;
+        let keys = Arc::new(KeyRing::load_or_create(&settings.oauth.keys_dir, alg)?);
+        let tokens = TokenService::new(
+            Arc::clone(&keys),
+            settings.server.public_url.clone(),
+            settings.server.mtls_url.clone(),
+        );
+        let audit = AuditLog::start(store.clone(), metrics.audit_events.clone()).await?;
+
+        let tls = {
+            let audit = audit.clone();
+            let failures = metrics.cert_failures.clone();
+            Arc::new(TlsFrontend::new(
+                &settings.tls,
+                Arc::new(move |failure| {
+                    if failure.certificate_check {
+                        failures.with_label_values(&[failure.reason]).inc();
+                        if !audit.record_detached(routes::edge::handshake_event(&failure)) {
+                            tracing::error!(
+                                "audit queue full: a refused handshake went unrecorded"
+                            );
+                        }
+                    }
+                    tracing::info!(peer = ?failure.peer, reason = failure.reason, detail = %failure.detail, "TLS handshake refused");
+                }),
+            )?)
+        };
+        refresh_self_signed(&store, &tls).await?;
+        tokio::spawn(keep_self_signed_fresh(store.clone(), Arc::downgrade(&tls)));
+
+        let metadata =
+            metadata::document(&settings.server.public_url, &settings.server.mtls_url, alg)
+                .to_string();
+        let jwks = keys.jwks().to_string();
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let bind = |which, addr| {
+            TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| StartupError::Bind {
+                    which,
+                    addr,
+                    source,
+                })
+        };
+        let mtls_listener = bind("server.listen", settings.server.listen)?;
+        let public_listener = bind("server.public_listen", settings.server.public_listen)?;
+        let ops_listener = bind("server.ops_listen", settings.server.ops_listen)?;
+        let local = |l: &TcpListener, which| {
+            l.local_addr().map_err(|source| StartupError::Bind {
+                which,
+                addr: settings.server.listen,
+                source,
+            })
+        };
+        let mtls_addr = local(&mtls_listener, "server.listen")?;
+        let public_addr = local(&public_listener, "server.public_listen")?;
+        let ops_addr = local(&ops_listener, "server.ops_listen")?;
+
+        let state = web::Data::new(AppState {
+            settings,
+            store,
+            tokens,
+            policy: ArcSwap::from_pointee(policy),
+            state: shared,
+            audit,
+            metrics,
+            metadata,
+            jwks,
+        });
+
+        let mtls_factory = {
+            let state = state.clone();
+            let tls = Arc::clone(&tls);
+            move || {
+                let tls = Arc::clone(&tls);
+                let app = App::new()
+                    .app_data(state.clone())
+                    .wrap(from_fn(routes::edge::mtls_edge))
+                    .configure(routes::mtls);
+                let http = HttpService::<TlsIo, _, BoxBody>::build()
+                    .client_request_timeout(Duration::from_secs(10))
+                    .local_addr(mtls_addr)
+                    .on_connect_ext(|io: &TlsIo, ext: &mut Extensions| {
+                        ext.insert(PeerIdentity::from_session(io.ssl()));
+                    })
+                    .finish(map_config(app, |()| AppConfig::default()));
+                fn_service(move |tcp: TcpStream| {
+                    let tls = Arc::clone(&tls);
+                    async move { tls.accept_mtls(tcp).await.ok_or(()) }
+                })
+                .and_then(http.map_err(|_| ()))
+            }
+        };
+        let public_factory = {
+            let state = state.clone();
+            let tls = Arc::clone(&tls);
+            move || {
+                let tls = Arc::clone(&tls);
+                let app = App::new()
+                    .app_data(state.clone())
+                    .wrap(from_fn(routes::edge::public_edge))
+                    .configure(routes::public);
+                let http = HttpService::<TlsIo, _, BoxBody>::build()
+                    .client_request_timeout(Duration::from_secs(10))
+                    .local_addr(public_addr)
+                    .finish(map_config(app, |()| AppConfig::default()));
+                fn_service(move |tcp: TcpStream| {
+                    let tls = Arc::clone(&tls);
+                    async move { tls.accept_public(tcp).await.ok_or(()) }
+                })
+                .and_then(http.map_err(|_| ()))
+            }
+        };
+        let ops_factory = {
+            let state = state.clone();
+            move || {
+                let app = App::new().app_data(state.clone()).configure(ops::configure);
+                HttpService::<TcpStream, _, BoxBody>::build()
+                    .client_request_timeout(Duration::from_secs(10))
+                    .local_addr(ops_addr)
+                    .finish(map_config(app, |()| AppConfig::default()))
+                    .tcp()
+            }
+        };
+        let server = Server::build()
+            .workers(workers)
+            .shutdown_timeout(5)
+            .listen("mtls", mtls_listener, mtls_factory)
+            .and_then(|b| b.listen("public", public_listener, public_factory))
+            .and_then(|b| b.listen("ops", ops_listener, ops_factory))
+            .map_err(|source| StartupError::Bind {
+                which: "listeners",
+                addr: mtls_addr,
+                source,
+            })?
+            .run();
+        Ok(Self {
+            server,
+            mtls_addr,
+            public_addr,
+            ops_addr,
+            state,
+            tls,
+        })
+    }
+
+    pub fn mtls_addr(&self) -> SocketAddr {
+        self.mtls_addr
+    }
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// What SIGHUP does: re-read certificates, trust anchors, CRLs and policy. On any error
+    /// the running configuration stays in force.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: self.state.clone(),
+            tls: Arc::clone(&self.tls),
+        }
+    }
+
+    /// Runs until the server is stopped (SIGINT/SIGTERM, or `handle().stop()`).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+#[derive(Clone)]
+pub struct Reloader {
+    state: web::Data<AppState>,
+    tls: Arc<TlsFrontend>,
+}
+
+impl Reloader {
+    pub async fn reload(&self) -> Result<(), StartupError> {
+        let settings = &self.state.settings;
+        let policy = Policy::load(&settings.policy.dir, PROTECTED_ROUTES)?;
+        self.tls.reload(&settings.tls)?;
+        self.state.policy.store(Arc::new(policy));
+        refresh_self_signed(&self.state.store, &self.tls).await?;
+        Ok(())
+    }
+}
+
+async fn refresh_self_signed(store: &Store, tls: &TlsFrontend) -> Result<(), StoreError> {
+    let set: HashSet<Thumbprint> = store
+        .self_signed_thumbprints()
+        .await?
+        .iter()
+        .filter_map(|t| Thumbprint::from_b64url(t))
+        .collect();
+    tls.set_self_signed(set);
+    Ok(())
+}
+
+async fn keep_self_signed_fresh(store: Store, tls: Weak<TlsFrontend>) {
+    loop {
+        tokio::time::sleep(SELF_SIGNED_REFRESH).await;
+        let Some(tls) = tls.upgrade() else { return };
+        if let Err(e) = refresh_self_signed(&store, &tls).await {
+            tracing::warn!(error = %e, "could not refresh self-signed client certificates");
+        }
+    }
+}

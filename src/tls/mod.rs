@@ -1,0 +1,380 @@
+//! The TLS frontend: OpenSSL acceptors for the mTLS and public listeners, the handshake with its
+//! client-certificate check (and the record of every refusal), and reloading of certificates,
+//! trust anchors and CRLs.
+
+pub mod peer;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_http::Protocol;
+use arc_swap::ArcSwap;
+use openssl::pkey::PKey;
+use openssl::ssl::{
+    AlpnError, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslOptions, SslVerifyMode,
+    SslVersion, select_next_proto,
+};
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Lookup, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509, X509StoreContextRef};
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
+
+use crate::config::TlsSettings;
+pub use peer::{CertFacts, CertTrust, PeerIdentity, Thumbprint, VerifiedClientCert};
+
+/// TLS 1.2 suites allowed by FAPI 1.0 Advanced §8.5 and BCP 195.
+pub const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
+pub const TLS13_SUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
+const ALPN: &[u8] = b"\x02h2\x08http/1.1";
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type TlsIo = SslStream<TcpStream>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("openssl: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+}
+
+fn file_err(path: &Path, message: impl Into<String>) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// A refused handshake, for the audit log and metrics.
+#[derive(Debug, Clone)]
+pub struct HandshakeFailure {
+    pub peer: Option<SocketAddr>,
+    /// Short machine reason, e.g. `no_certificate`, `certificate_expired`, `untrusted_issuer`.
+    pub reason: &'static str,
+    pub detail: String,
+    pub cert: CertFacts,
+    /// True when the client certificate check failed (as opposed to, say, a protocol version).
+    pub certificate_check: bool,
+}
+
+pub type FailureSink = Arc<dyn Fn(HandshakeFailure) + Send + Sync>;
+
+/// Both listeners' OpenSSL contexts, swapped atomically on reload.
+pub struct TlsFrontend {
+    mtls: ArcSwap<SslAcceptor>,
+    public: ArcSwap<SslAcceptor>,
+    self_signed: Arc<ArcSwap<HashSet<Thumbprint>>>,
+    on_failure: FailureSink,
+}
+
+impl TlsFrontend {
+    pub fn new(settings: &TlsSettings, on_failure: FailureSink) -> Result<Self, TlsError> {
+        Ok(Self {
+            mtls: ArcSwap::from_pointee(mtls_acceptor(settings)?),
+            public: ArcSwap::from_pointee(public_acceptor(settings)?),
+            self_signed: Arc::new(ArcSwap::from_pointee(HashSet::new())),
+            on_failure,
+        })
+    }
+
+    /// Re-reads certificates, trust anchors and CRLs. On error the old contexts stay in force.
+    pub fn reload(&self, settings: &TlsSettings) -> Result<(), TlsError> {
+        let mtls = mtls_acceptor(settings)?;
+        let public = public_acceptor(settings)?;
+        self.mtls.store(Arc::new(mtls));
+        self.public.store(Arc::new(public));
+        Ok(())
+    }
+
+    /// Thumbprints of the certificates registered for `self_signed_tls_client_auth` clients;
+    /// such a certificate passes the handshake although no trust anchor issued it.
+    pub fn set_self_signed(&self, thumbprints: HashSet<Thumbprint>) {
+        self.self_signed.store(Arc::new(thumbprints));
+    }
+
+    /// The mTLS handshake: a client certificate is required and must verify.
+    pub async fn accept_mtls(
+        &self,
+        tcp: TcpStream,
+    ) -> Option<(TlsIo, Protocol, Option<SocketAddr>)> {
+        let peer = tcp.peer_addr().ok();
+        let acceptor = self.mtls.load_full();
+        let rejection: Arc<Mutex<Option<Rejection>>> = Arc::default();
+        let mut ssl = Ssl::new(acceptor.context()).ok()?;
+        {
+            let rejection = Arc::clone(&rejection);
+            let registered = Arc::clone(&self.self_signed);
+            ssl.set_verify_callback(
+                SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+                move |ok, ctx| verify_client(ok, ctx, &registered, &rejection),
+            );
+        }
+        match handshake(ssl, tcp).await {
+            Ok(io) => Some(with_protocol(io, peer)),
+            Err(err) => {
+                let recorded = rejection
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some(failure) = classify(peer, recorded, &err) {
+                    (self.on_failure)(failure);
+                }
+                None
+            }
+        }
+    }
+
+    /// The public handshake: no client certificate is requested.
+    pub async fn accept_public(
+        &self,
+        tcp: TcpStream,
+    ) -> Option<(TlsIo, Protocol, Option<SocketAddr>)> {
+        let peer = tcp.peer_addr().ok();
+        let acceptor = self.public.load_full();
+        let ssl = Ssl::new(acceptor.context()).ok()?;
+        handshake(ssl, tcp)
+            .await
+            .ok()
+            .map(|io| with_protocol(io, peer))
+    }
+}
+
+fn with_protocol(io: TlsIo, peer: Option<SocketAddr>) -> (TlsIo, Protocol, Option<SocketAddr>) {
+    let proto = match io.ssl().selected_alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    let _ = io.get_ref().set_nodelay(true);
+    (io, proto, peer)
+}
+
+enum HandshakeError {
+    Ssl(openssl::ssl::Error),
+    Setup,
+    Timeout,
+}
+
+async fn handshake(ssl: Ssl, tcp: TcpStream) -> Result<TlsIo, HandshakeError> {
+    let mut stream = SslStream::new(ssl, tcp).map_err(|_| HandshakeError::Setup)?;
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Err(HandshakeError::Ssl(e)),
+        Err(_) => Err(HandshakeError::Timeout),
+    }
+}
+
+struct Rejection {
+    reason: &'static str,
+    detail: String,
+    cert: CertFacts,
+}
+
+fn verify_client(
+    preverify_ok: bool,
+    ctx: &mut X509StoreContextRef,
+    registered: &ArcSwap<HashSet<Thumbprint>>,
+    rejection: &Mutex<Option<Rejection>>,
+) -> bool {
+    if preverify_ok {
+        return true;
+    }
+    let code = ctx.error().as_raw();
+    if code == openssl_sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT && ctx.error_depth() == 0 {
+        let is_registered = ctx
+            .current_cert()
+            .and_then(|c| Thumbprint::of(c).ok())
+            .is_some_and(|t| registered.load().contains(&t));
+        if is_registered {
+            return true;
+        }
+    }
+    let leaf = ctx
+        .chain()
+        .and_then(|chain| chain.get(0))
+        .or_else(|| ctx.current_cert());
+    let mut slot = rejection.lock().unwrap_or_else(PoisonError::into_inner);
+    if slot.is_none() {
+        *slot = Some(Rejection {
+            reason: verify_reason(code),
+            detail: ctx.error().error_string().to_string(),
+            cert: leaf.map(CertFacts::of).unwrap_or_default(),
+        });
+    }
+    false
+}
+
+fn verify_reason(code: i32) -> &'static str {
+    use openssl_sys as s;
+    match code {
+        s::X509_V_ERR_CERT_HAS_EXPIRED => "certificate_expired",
+        s::X509_V_ERR_CERT_NOT_YET_VALID => "certificate_not_yet_valid",
+        s::X509_V_ERR_CERT_REVOKED => "certificate_revoked",
+        s::X509_V_ERR_INVALID_PURPOSE => "certificate_wrong_purpose",
+        s::X509_V_ERR_UNABLE_TO_GET_CRL | s::X509_V_ERR_CRL_HAS_EXPIRED => "crl_unavailable",
+        s::X509_V_ERR_CERT_SIGNATURE_FAILURE => "certificate_bad_signature",
+        s::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | s::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+        | s::X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+        | s::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+        | s::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT => "untrusted_issuer",
+        _ => "certificate_invalid",
+    }
+}
+
+fn classify(
+    peer: Option<SocketAddr>,
+    rejection: Option<Rejection>,
+    err: &HandshakeError,
+) -> Option<HandshakeFailure> {
+    if let Some(r) = rejection {
+        return Some(HandshakeFailure {
+            peer,
+            reason: r.reason,
+            detail: r.detail,
+            cert: r.cert,
+            certificate_check: true,
+        });
+    }
+    let detail = match err {
+        HandshakeError::Ssl(e) => e
+            .ssl_error()
+            .and_then(|stack| stack.errors().first())
+            .and_then(|e| e.reason())
+            .map(str::to_string),
+        HandshakeError::Timeout => Some("handshake timed out".to_string()),
+        HandshakeError::Setup => None,
+    }?;
+    let lower = detail.to_ascii_lowercase();
+    let (reason, certificate_check) = if lower.contains("did not return a certificate")
+        || lower.contains("certificate required")
+    {
+        ("no_certificate", true)
+    } else if lower.contains("version") || lower.contains("protocol") {
+        ("protocol_version", false)
+    } else if lower.contains("cipher") {
+        ("no_shared_cipher", false)
+    } else if lower.contains("timed out") {
+        ("handshake_timeout", false)
+    } else {
+        ("handshake_failed", false)
+    };
+    Some(HandshakeFailure {
+        peer,
+        reason,
+        detail,
+        cert: CertFacts::default(),
+        certificate_check,
+    })
+}
+
+fn base_acceptor(settings: &TlsSettings) -> Result<SslAcceptorBuilder, TlsError> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_cipher_list(TLS12_CIPHERS)?;
+    b.set_ciphersuites(TLS13_SUITES)?;
+    b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
+
+    let pem =
+        crate::pki::read(&settings.cert).map_err(|e| file_err(&settings.cert, e.to_string()))?;
+    let mut chain = X509::stack_from_pem(&pem)
+        .map_err(|_| file_err(&settings.cert, "not a PEM certificate chain"))?
+        .into_iter();
+    let leaf = chain
+        .next()
+        .ok_or_else(|| file_err(&settings.cert, "no certificate in file"))?;
+    b.set_certificate(&leaf)?;
+    for extra in chain {
+        b.add_extra_chain_cert(extra)?;
+    }
+    let key_pem =
+        crate::pki::read(&settings.key).map_err(|e| file_err(&settings.key, e.to_string()))?;
+    let key = PKey::private_key_from_pem(&key_pem)
+        .map_err(|_| file_err(&settings.key, "not a PEM private key"))?;
+    b.set_private_key(&key)?;
+    b.check_private_key()
+        .map_err(|_| file_err(&settings.key, "private key does not match tls.cert"))?;
+    b.set_alpn_select_callback(|_, client| select_next_proto(ALPN, client).ok_or(AlpnError::NOACK));
+    Ok(b)
+}
+
+fn mtls_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
+    let mut b = base_acceptor(settings)?;
+    let mut store = X509StoreBuilder::new()?;
+    let mut ca_names = Stack::new()?;
+    for path in &settings.client_ca {
+        let pem = crate::pki::read(path).map_err(|e| file_err(path, e.to_string()))?;
+        let certs =
+            X509::stack_from_pem(&pem).map_err(|_| file_err(path, "not a PEM certificate"))?;
+        if certs.is_empty() {
+            return Err(file_err(path, "no certificate in file"));
+        }
+        for ca in certs {
+            ca_names.push(ca.subject_name().to_owned()?)?;
+            store.add_cert(ca)?;
+        }
+    }
+    if !settings.crl.is_empty() {
+        let lookup = store.add_lookup(X509Lookup::file())?;
+        for path in &settings.crl {
+            if path.to_str().is_none() {
+                return Err(file_err(path, "CRL path is not valid UTF-8"));
+            }
+            if !path.is_file() {
+                return Err(file_err(path, "CRL file not found"));
+            }
+            lookup
+                .load_crl_file(path, openssl::ssl::SslFiletype::PEM)
+                .map_err(|_| file_err(path, "not a PEM CRL"))?;
+        }
+        store.set_flags(X509VerifyFlags::CRL_CHECK)?;
+    }
+    b.set_verify_cert_store(store.build())?;
+    b.set_client_ca_list(ca_names);
+    b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    b.set_session_id_context(b"obgate-mtls")?;
+    Ok(b.build())
+}
+
+fn public_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
+    let mut b = base_acceptor(settings)?;
+    b.set_verify(SslVerifyMode::NONE);
+    Ok(b.build())
+}
+
+/// Checks, outside any handshake, that `cert` chains to one of the configured trust anchors
+/// and is within its validity period (as the mTLS listener will check it).
+pub fn verify_with_trust_anchors(settings: &TlsSettings, cert: &X509) -> Result<(), String> {
+    let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
+    for path in &settings.client_ca {
+        let pem = crate::pki::read(path).map_err(|e| e.to_string())?;
+        for ca in X509::stack_from_pem(&pem)
+            .map_err(|_| format!("{}: not a PEM certificate", path.display()))?
+        {
+            store.add_cert(ca).map_err(|e| e.to_string())?;
+        }
+    }
+    store
+        .set_purpose(openssl::x509::X509PurposeId::SSL_CLIENT)
+        .map_err(|e| e.to_string())?;
+    let store = store.build();
+    let chain = Stack::new().map_err(|e| e.to_string())?;
+    let mut ctx = openssl::x509::X509StoreContext::new().map_err(|e| e.to_string())?;
+    let ok = ctx
+        .init(&store, cert, &chain, |c| {
+            c.verify_cert()?;
+            Ok(c.error())
+        })
+        .map_err(|e| e.to_string())?;
+    if ok == openssl::x509::X509VerifyResult::OK {
+        Ok(())
+    } else {
+        Err(ok.error_string().to_string())
+    }
+}

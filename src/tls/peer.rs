@@ -1,0 +1,272 @@
+//! The verified client certificate, captured from the TLS connection when it is established and
+//! read by handlers through request extensions. Only this module can build one.
+
+use std::fmt;
+use std::sync::Arc;
+
+use actix_web::HttpRequest;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::ssl::SslRef;
+use openssl::x509::{X509NameRef, X509Ref, X509VerifyResult};
+
+/// SHA-256 of a certificate's DER encoding: the RFC 8705 §3.1 `x5t#S256` input.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Thumbprint([u8; 32]);
+
+impl Thumbprint {
+    pub fn of(cert: &X509Ref) -> Result<Self, openssl::error::ErrorStack> {
+        let digest = cert.digest(MessageDigest::sha256())?;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&digest);
+        Ok(Self(out))
+    }
+
+    /// Parses the base64url (unpadded) form used in `cnf.x5t#S256`.
+    pub fn from_b64url(s: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(s).ok()?;
+        <[u8; 32]>::try_from(bytes.as_slice()).ok().map(Self)
+    }
+
+    pub fn to_b64url(self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Constant-time comparison, so a forger learns nothing from timing.
+    pub fn ct_eq(&self, other: &Thumbprint) -> bool {
+        openssl::memcmp::eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for Thumbprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Thumbprint({})", self.to_b64url())
+    }
+}
+
+/// How the certificate earned our trust at the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertTrust {
+    /// Chains to a configured trust anchor (and passes the CRLs).
+    Chain,
+    /// Self-signed, accepted only because its thumbprint is registered for a client using
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2).
+    SelfSignedRegistered,
+}
+
+/// A client certificate that OpenSSL verified during this connection's handshake.
+#[derive(Clone, Debug)]
+pub struct VerifiedClientCert(Arc<CertInfo>);
+
+#[derive(Debug)]
+struct CertInfo {
+    der: Vec<u8>,
+    thumbprint: Thumbprint,
+    thumbprint_b64: String,
+    subject: String,
+    issuer: String,
+    serial: String,
+    not_after: i64,
+    trust: CertTrust,
+}
+
+/// Facts about a certificate that was presented, whether or not it was accepted.
+#[derive(Clone, Debug, Default)]
+pub struct CertFacts {
+    pub thumbprint: Option<String>,
+    pub subject: Option<String>,
+    pub serial: Option<String>,
+}
+
+impl CertFacts {
+    pub fn of(cert: &X509Ref) -> Self {
+        Self {
+            thumbprint: Thumbprint::of(cert).ok().map(Thumbprint::to_b64url),
+            subject: Some(dn_string(cert.subject_name())),
+            serial: serial_hex(cert),
+        }
+    }
+}
+
+/// What the client registry records about a certificate presented for registration.
+pub fn registration_record(cert: &X509Ref) -> Option<crate::store::CertRecord> {
+    Some(crate::store::CertRecord {
+        thumbprint: Thumbprint::of(cert).ok()?.to_b64url(),
+        subject: dn_string(cert.subject_name()),
+        issuer: dn_string(cert.issuer_name()),
+        serial: serial_hex(cert)?,
+        not_after: not_after_unix(cert)?,
+    })
+}
+
+impl VerifiedClientCert {
+    fn from_handshake(cert: &X509Ref, trust: CertTrust) -> Option<Self> {
+        let thumbprint = Thumbprint::of(cert).ok()?;
+        let not_after = not_after_unix(cert)?;
+        let subject_name = cert.subject_name();
+        Some(Self(Arc::new(CertInfo {
+            der: cert.to_der().ok()?,
+            thumbprint,
+            thumbprint_b64: thumbprint.to_b64url(),
+            subject: dn_string(subject_name),
+            issuer: dn_string(cert.issuer_name()),
+            serial: serial_hex(cert)?,
+            not_after,
+            trust,
+        })))
+    }
+
+    pub fn der(&self) -> &[u8] {
+        &self.0.der
+    }
+    pub fn thumbprint(&self) -> &Thumbprint {
+        &self.0.thumbprint
+    }
+    /// base64url SHA-256 thumbprint, as in `cnf.x5t#S256`.
+    pub fn thumbprint_b64(&self) -> &str {
+        &self.0.thumbprint_b64
+    }
+    /// RFC 4514 string form of the subject DN.
+    pub fn subject(&self) -> &str {
+        &self.0.subject
+    }
+    pub fn issuer(&self) -> &str {
+        &self.0.issuer
+    }
+    /// Serial number in upper-case hex.
+    pub fn serial(&self) -> &str {
+        &self.0.serial
+    }
+    /// Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.0.not_after
+    }
+    pub fn trust(&self) -> CertTrust {
+        self.0.trust
+    }
+    pub fn facts(&self) -> CertFacts {
+        CertFacts {
+            thumbprint: Some(self.0.thumbprint_b64.clone()),
+            subject: Some(self.0.subject.clone()),
+            serial: Some(self.0.serial.clone()),
+        }
+    }
+}
+
+/// Constant-time equality for secrets and thumbprints of possibly different lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
+}
+
+/// What the connection says about its client: a verified certificate, or why there is none.
+#[derive(Clone, Debug)]
+pub enum PeerIdentity {
+    Verified(VerifiedClientCert),
+    /// No certificate on this connection (only possible on the public listener).
+    Absent,
+    /// A certificate was present but the post-handshake double check refused it.
+    Rejected(&'static str),
+}
+
+impl PeerIdentity {
+    /// Reads the identity from an established TLS session, double-checking OpenSSL's verdict.
+    pub fn from_session(ssl: &SslRef) -> Self {
+        let Some(cert) = ssl.peer_certificate() else {
+            return Self::Absent;
+        };
+        let result = ssl.verify_result();
+        let trust = if result == X509VerifyResult::OK {
+            CertTrust::Chain
+        } else if result.as_raw() == openssl_sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT {
+            // Only reachable when our verify callback accepted a registered self-signed cert.
+            CertTrust::SelfSignedRegistered
+        } else {
+            return Self::Rejected("certificate verification failed");
+        };
+        match VerifiedClientCert::from_handshake(&cert, trust) {
+            Some(v) => Self::Verified(v),
+            None => Self::Rejected("certificate could not be read"),
+        }
+    }
+
+    /// The identity the TLS layer attached to this request's connection.
+    pub fn of(req: &HttpRequest) -> PeerIdentity {
+        req.conn_data::<PeerIdentity>()
+            .cloned()
+            .unwrap_or(PeerIdentity::Absent)
+    }
+}
+
+fn serial_hex(cert: &X509Ref) -> Option<String> {
+    let bn = cert.serial_number().to_bn().ok()?;
+    bn.to_hex_str().ok().map(|s| s.to_string())
+}
+
+fn not_after_unix(cert: &X509Ref) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let diff = epoch.diff(cert.not_after()).ok()?;
+    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+/// RFC 4514 string form: attributes in reverse ASN.1 order, special characters escaped.
+pub fn dn_string(name: &X509NameRef) -> String {
+    let parts: Vec<String> = name
+        .entries()
+        .map(|e| {
+            let nid = e.object().nid();
+            let key = match nid {
+                Nid::COMMONNAME => "CN".to_string(),
+                Nid::ORGANIZATIONALUNITNAME => "OU".to_string(),
+                Nid::ORGANIZATIONNAME => "O".to_string(),
+                Nid::COUNTRYNAME => "C".to_string(),
+                Nid::LOCALITYNAME => "L".to_string(),
+                Nid::STATEORPROVINCENAME => "ST".to_string(),
+                Nid::STREETADDRESS => "STREET".to_string(),
+                Nid::DOMAINCOMPONENT => "DC".to_string(),
+                Nid::USERID => "UID".to_string(),
+                _ => e.object().to_string(),
+            };
+            let value = e.data().to_string().unwrap_or_default();
+            format!("{key}={}", escape_dn_value(&value))
+        })
+        .collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+fn escape_dn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let needs = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if needs {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dn_values_with_special_characters_are_escaped() {
+        assert_eq!(escape_dn_value("Acme, Inc"), "Acme\\, Inc");
+        assert_eq!(escape_dn_value(" lead"), "\\ lead");
+        assert_eq!(escape_dn_value("#x"), "\\#x");
+        assert_eq!(escape_dn_value("plain"), "plain");
+    }
+
+    #[test]
+    fn thumbprint_round_trips_and_rejects_wrong_lengths() {
+        let t = Thumbprint([7u8; 32]);
+        assert_eq!(Thumbprint::from_b64url(&t.to_b64url()), Some(t));
+        assert_eq!(Thumbprint::from_b64url("AAAA"), None);
+        assert_eq!(Thumbprint::from_b64url("not base64!"), None);
+    }
+}
