@@ -65,19 +65,38 @@ pub enum TokenRejection {
     #[error("the access token is not valid yet (nbf)")]
     NotYetValid,
     #[error("the access token has been revoked")]
-    Revoked,
+    Revoked(Signed),
     #[error("the access token has no cnf.x5t#S256 certificate binding")]
     Unbound,
     #[error(
         "certificate binding mismatch: the token is bound to certificate thumbprint {bound}, \
          but this connection's certificate has thumbprint {presented}"
     )]
-    BindingMismatch { bound: String, presented: String },
+    BindingMismatch {
+        bound: String,
+        presented: String,
+        token: Signed,
+    },
     #[error("token revocation state is unavailable; refusing to accept tokens")]
     StateUnavailable,
 }
 
+/// Identifies a token whose signature verified, so a refusal of it can say which token it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub jti: String,
+    pub client_id: String,
+}
+
 impl TokenRejection {
+    /// The refused token's identity, when its signature verified.
+    pub fn signed(&self) -> Option<&Signed> {
+        match self {
+            Self::Revoked(s) | Self::BindingMismatch { token: s, .. } => Some(s),
+            _ => None,
+        }
+    }
+
     /// Short machine reason for metrics and the audit log.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -90,7 +109,7 @@ impl TokenRejection {
             Self::WrongAudience => "token_wrong_audience",
             Self::Expired => "token_expired",
             Self::NotYetValid => "token_not_yet_valid",
-            Self::Revoked => "token_revoked",
+            Self::Revoked(_) => "token_revoked",
             Self::Unbound => "token_unbound",
             Self::BindingMismatch { .. } => "binding_mismatch",
             Self::StateUnavailable => "state_unavailable",
@@ -203,7 +222,10 @@ impl TokenService {
         let claims = self.verify_signed(raw, now)?;
         match state.is_revoked(&claims.jti).await {
             Ok(false) => Ok(claims),
-            Ok(true) => Err(TokenRejection::Revoked),
+            Ok(true) => Err(TokenRejection::Revoked(Signed {
+                jti: claims.jti,
+                client_id: claims.client_id,
+            })),
             Err(_) => Err(TokenRejection::StateUnavailable),
         }
     }
@@ -223,6 +245,10 @@ impl TokenService {
             return Err(TokenRejection::BindingMismatch {
                 bound: claims.cnf.x5t_s256,
                 presented: cert.thumbprint_b64().to_string(),
+                token: Signed {
+                    jti: claims.jti,
+                    client_id: claims.client_id,
+                },
             });
         }
         let client_id =

@@ -105,6 +105,12 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
     {
         Ok(t) => t,
         Err(rejection) => {
+            if let Some(signed) = rejection.signed() {
+                remember(req, |ctx| {
+                    ctx.client_id = Some(signed.client_id.clone());
+                    ctx.token_jti = Some(signed.jti.clone());
+                });
+            }
             state
                 .metrics
                 .token_rejections

@@ -1,1 +1,6 @@
-
+mod audit;
+mod cli;
+mod helpers;
+mod resources;
+mod tls;
+mod tokens;

@@ -1,0 +1,295 @@
+//! Per-test world: its own PKI, data directory, registered clients, and a real server on
+//! ephemeral ports, called over real mTLS.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use obgate::config::Settings;
+use obgate::oauth::clients::AuthMethod;
+use obgate::pki::{CertSpec, Issued, Usage, issue};
+use obgate::startup::Application;
+use obgate::store::{AuditRecord, Store};
+use openssl::hash::MessageDigest;
+use serde_json::Value;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+pub const DAY: i64 = 86_400;
+
+pub fn now() -> i64 {
+    obgate::clock::now().unix_timestamp()
+}
+
+/// A certificate and key written to disk.
+#[derive(Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CertFiles {
+    pub fn thumbprint(&self) -> Res<String> {
+        let x = openssl::x509::X509::from_pem(&std::fs::read(&self.cert)?)?;
+        Ok(URL_SAFE_NO_PAD.encode(x.digest(MessageDigest::sha256())?))
+    }
+}
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub config_file: PathBuf,
+    pub mtls: String,
+    pub public: String,
+    pub ops: String,
+    pub ca: PathBuf,
+    pub tpp_a: CertFiles,
+    pub tpp_b: CertFiles,
+    pub aisp_only: CertFiles,
+    pub self_signed: CertFiles,
+    pub store: Store,
+    handle: actix_server::ServerHandle,
+}
+
+fn write(issued: &Issued, dir: &Path, name: &str) -> Res<CertFiles> {
+    let (cert, key) = issued.write(dir, name)?;
+    Ok(CertFiles { cert, key })
+}
+
+impl TestApp {
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Issues and writes another certificate from the trusted test CA.
+    pub fn issue_trusted(&self, name: &str, spec: CertSpec) -> Res<CertFiles> {
+        let ca = Issued::load(&self.ca, &self.path("pki/ca.key"))?;
+        write(&issue(&spec, Some(&ca))?, &self.path("pki"), name)
+    }
+
+    /// Issues a certificate from a CA the gateway does not trust.
+    pub fn issue_untrusted(&self, name: &str) -> Res<CertFiles> {
+        let rogue = issue(&CertSpec::ca("rogue CA", now()), None)?;
+        let spec = CertSpec::tpp("Rogue Ltd", "0015800001ROGUE", name, now());
+        write(&issue(&spec, Some(&rogue))?, &self.path("pki"), name)
+    }
+
+    pub fn client(&self, c: &CertFiles) -> Res<reqwest::Client> {
+        Ok(obgate::tpp::mtls_client(&c.cert, &c.key, &self.ca)?)
+    }
+
+    /// A TLS client with no certificate at all.
+    pub fn anonymous(&self) -> Res<reqwest::Client> {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca)?)?;
+        Ok(reqwest::Client::builder()
+            .tls_backend_native()
+            .tls_certs_only([ca])
+            .build()?)
+    }
+
+    /// A client-credentials token for the client whose certificate is `c`.
+    pub async fn token(&self, c: &CertFiles, client_id: &str, scope: &str) -> Res<String> {
+        let res = self
+            .client(c)?
+            .post(format!("{}/token", self.mtls))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("scope", scope),
+            ])
+            .send()
+            .await?;
+        let status = res.status();
+        let body: Value = res.json().await?;
+        if status != 200 {
+            return Err(format!("token request failed: {status} {body}").into());
+        }
+        Ok(body["access_token"]
+            .as_str()
+            .ok_or("no access_token")?
+            .to_string())
+    }
+
+    /// Signs arbitrary claims and header fields with the gateway's real signing key.
+    pub fn forge(&self, header: Value, claims: &Value) -> Res<String> {
+        let pem = std::fs::read(self.path("data/keys/es256.pem"))?;
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem)?;
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
+        );
+        let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, jsonwebtoken::Algorithm::ES256)?;
+        Ok(format!("{signing_input}.{sig}"))
+    }
+
+    /// All audit events, oldest first.
+    pub async fn audit(&self) -> Res<Vec<AuditRecord>> {
+        Ok(self
+            .store
+            .audit_events(&obgate::store::AuditQuery {
+                limit: 100_000,
+                ..Default::default()
+            })
+            .await?)
+    }
+
+    /// The audit events of one interaction.
+    pub async fn audit_of(&self, interaction_id: &str) -> Res<Vec<AuditRecord>> {
+        Ok(self
+            .audit()
+            .await?
+            .into_iter()
+            .filter(|e| e.interaction_id == interaction_id)
+            .collect())
+    }
+
+    /// Waits (bounded) until an audit event matching `pred` is committed; for events written
+    /// without a request to wait on them (refused handshakes).
+    pub async fn await_audit(&self, pred: impl Fn(&AuditRecord) -> bool) -> Res<AuditRecord> {
+        for _ in 0..200 {
+            if let Some(e) = self.audit().await?.into_iter().find(|e| pred(e)) {
+                return Ok(e);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err("no matching audit event within 5 s".into())
+    }
+
+    /// Runs the real `obgate` binary against this app's data.
+    pub fn cli(&self, args: &[&str]) -> Res<std::process::Output> {
+        Ok(std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+            .arg("--config")
+            .arg(&self.config_file)
+            .arg("--data-dir")
+            .arg(self.path("data"))
+            .args(args)
+            .output()?)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+pub async fn spawn_app() -> Res<TestApp> {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestApp> {
+    let dir = tempfile::tempdir()?;
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir)?;
+    let data = dir.path().join("data");
+    let t = now();
+
+    let ca = issue(&CertSpec::ca("test CA", t), None)?;
+    ca.write(&pki_dir, "ca")?;
+    write(&issue(&CertSpec::server(t), Some(&ca))?, &pki_dir, "server")?;
+    let tpp_a = write(
+        &issue(&CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-a", t), Some(&ca))?,
+        &pki_dir,
+        "tpp-a",
+    )?;
+    let tpp_b = write(
+        &issue(&CertSpec::tpp("Beta Ltd", "0015800001BETA", "tpp-b", t), Some(&ca))?,
+        &pki_dir,
+        "tpp-b",
+    )?;
+    let aisp_only = write(
+        &issue(&CertSpec::tpp("Gamma Ltd", "0015800001GAMMA", "tpp-aisp", t), Some(&ca))?,
+        &pki_dir,
+        "tpp-aisp",
+    )?;
+    let mut self_spec = CertSpec::tpp("Delta Ltd", "0015800001DELTA", "tpp-self", t);
+    self_spec.usage = Usage::Client;
+    let self_signed = write(&issue(&self_spec, None)?, &pki_dir, "tpp-self")?;
+
+    let mut settings = Settings::defaults(&data);
+    settings.server.listen = "127.0.0.1:0".parse()?;
+    settings.server.public_listen = "127.0.0.1:0".parse()?;
+    settings.server.ops_listen = "127.0.0.1:0".parse()?;
+    settings.server.workers = 1;
+    settings.tls.cert = pki_dir.join("server.pem");
+    settings.tls.key = pki_dir.join("server.key");
+    settings.tls.client_ca = vec![pki_dir.join("ca.pem")];
+    settings.policy.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    customise(&mut settings);
+
+    let store = Store::connect(&settings.database.url).await?;
+    let register = |c: &CertFiles, roles: &str, auth: AuthMethod| {
+        obgate::cli::new_client(&settings, &c.cert, "test client", roles, auth, &[], None)
+    };
+    let stamp = "2026-01-01T00:00:00+00:00";
+    for (c, roles, auth) in [
+        (&tpp_a, "AISP,PISP,CBPII", AuthMethod::TlsClientAuth),
+        (&tpp_b, "AISP,PISP,CBPII", AuthMethod::TlsClientAuth),
+        (&aisp_only, "AISP", AuthMethod::TlsClientAuth),
+        (&self_signed, "AISP", AuthMethod::SelfSignedTlsClientAuth),
+    ] {
+        store.insert_client(&register(c, roles, auth)?, stamp).await?;
+    }
+
+    let app = Application::build(settings.clone()).await?;
+    let (mtls, public, ops) = (app.mtls_addr(), app.public_addr(), app.ops_addr());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+
+    // Pin the bound ports into the config the CLI reads, so `obgate tpp token` finds us.
+    let mut on_disk = settings.clone();
+    on_disk.server.mtls_url = format!("https://localhost:{}", mtls.port());
+    let config_file = dir.path().join("obgate.toml");
+    std::fs::write(&config_file, toml::to_string(&on_disk)?)?;
+
+    let test_app = TestApp {
+        mtls: format!("https://localhost:{}", mtls.port()),
+        public: format!("https://localhost:{}", public.port()),
+        ops: format!("http://{ops}"),
+        ca: pki_dir.join("ca.pem"),
+        dir,
+        settings,
+        config_file,
+        tpp_a,
+        tpp_b,
+        aisp_only,
+        self_signed,
+        store,
+        handle,
+    };
+    let health = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = health.get(format!("{}/healthz", test_app.ops)).send().await
+            && r.status() == 200
+        {
+            return Ok(test_app);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("server did not become healthy".into())
+}
+
+/// Decodes a JWT's payload without verifying it (tests only).
+pub fn claims_of(token: &str) -> Res<Value> {
+    let payload = token.split('.').nth(1).ok_or("not a JWT")?;
+    Ok(serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload)?)?)
+}
+
+pub fn header_of(token: &str) -> Res<Value> {
+    let header = token.split('.').next().ok_or("not a JWT")?;
+    Ok(serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header)?)?)
+}
+
+pub const CONSENTS: &str = "/open-banking/v3.1/aisp/account-access-consents";
+pub const PAYMENT_CONSENTS: &str = "/open-banking/v3.1/pisp/domestic-payment-consents";
+pub const FUNDS_CONSENTS: &str = "/open-banking/v3.1/cbpii/funds-confirmation-consents";
+pub const AAC_BODY: &str = r#"{"Data":{"Permissions":["ReadAccountsBasic","ReadBalances"]},"Risk":{}}"#;
+
+pub fn payment_body(amount: &str) -> String {
+    format!(
+        r#"{{"Data":{{"Initiation":{{"InstructionIdentification":"ACME412","EndToEndIdentification":"FRESCO.21302.GFX.20","InstructedAmount":{{"Amount":"{amount}","Currency":"GBP"}},"CreditorAccount":{{"SchemeName":"UK.OBIE.SortCodeAccountNumber","Identification":"08080021325698","Name":"ACME Inc"}},"RemittanceInformation":{{"Reference":"FRESCO-101"}}}}}},"Risk":{{"PaymentContextCode":"EcommerceGoods"}}}}"#
+    )
+}

@@ -1,0 +1,223 @@
+//! The TLS frontend: who gets past the handshake, and the record of who did not.
+
+use std::net::TcpStream;
+
+use obgate::pki::{CertSpec, Usage};
+use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+
+use crate::helpers::*;
+
+/// An OpenSSL client for protocol-level checks the HTTP client cannot express.
+fn raw_connect(
+    addr: &str,
+    app: &TestApp,
+    cert: Option<&CertFiles>,
+    configure: impl FnOnce(&mut openssl::ssl::SslConnectorBuilder) -> Res<()>,
+) -> Res<openssl::ssl::SslStream<TcpStream>> {
+    let mut b = SslConnector::builder(SslMethod::tls_client())?;
+    b.set_ca_file(&app.ca)?;
+    if let Some(c) = cert {
+        b.set_certificate_file(&c.cert, openssl::ssl::SslFiletype::PEM)?;
+        b.set_private_key_file(&c.key, openssl::ssl::SslFiletype::PEM)?;
+    }
+    configure(&mut b)?;
+    let port = addr.rsplit(':').next().ok_or("no port")?;
+    let tcp = TcpStream::connect(format!("127.0.0.1:{port}"))?;
+    let mut stream = b.build().connect("localhost", tcp)?;
+    // With TLS 1.3 the server's verdict on our certificate arrives after our side finished:
+    // a round trip makes it visible.
+    use std::io::{Read, Write};
+    stream.write_all(b"GET /jwks HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut buf = [0u8; 12];
+    stream.read_exact(&mut buf)?;
+    if &buf[..9] != b"HTTP/1.1 " {
+        return Err("no HTTP response".into());
+    }
+    Ok(stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_certificate_from_the_trusted_ca_completes_the_handshake() -> TestResult {
+    let app = spawn_app().await?;
+    let res = app.client(&app.tpp_a)?.get(format!("{}/jwks", app.mtls)).send().await?;
+    assert_eq!(res.status(), 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_certificate_is_refused_at_the_handshake_and_audited() -> TestResult {
+    let app = spawn_app().await?;
+    let err = app.anonymous()?.get(format!("{}/jwks", app.mtls)).send().await;
+    assert!(err.is_err(), "the mTLS listener served a client with no certificate");
+    let event = app
+        .await_audit(|e| e.route == "(tls-handshake)" && e.reason.as_deref().is_some_and(|r| r.starts_with("no_certificate")))
+        .await?;
+    assert_eq!(event.outcome, "denied");
+    assert_eq!(event.peer_ip.as_deref(), Some("127.0.0.1"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_untrusted_ca_is_refused_at_the_handshake_and_audited() -> TestResult {
+    let app = spawn_app().await?;
+    let rogue = app.issue_untrusted("rogue")?;
+    let err = app.client(&rogue)?.get(format!("{}/jwks", app.mtls)).send().await;
+    assert!(err.is_err());
+    let thumb = rogue.thumbprint()?;
+    let event = app
+        .await_audit(|e| e.cert_thumbprint.as_deref() == Some(thumb.as_str()))
+        .await?;
+    assert!(event.reason.as_deref().is_some_and(|r| r.starts_with("untrusted_issuer")), "{event:?}");
+    assert!(event.cert_subject.as_deref().is_some_and(|s| s.contains("CN=rogue")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused_at_the_handshake_and_audited() -> TestResult {
+    let app = spawn_app().await?;
+    let mut spec = CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-old", now());
+    spec.not_before = now() - 400 * DAY;
+    spec.not_after = now() - DAY;
+    let expired = app.issue_trusted("expired", spec)?;
+    assert!(app.client(&expired)?.get(format!("{}/jwks", app.mtls)).send().await.is_err());
+    let thumb = expired.thumbprint()?;
+    let event = app
+        .await_audit(|e| e.cert_thumbprint.as_deref() == Some(thumb.as_str()))
+        .await?;
+    assert!(event.reason.as_deref().is_some_and(|r| r.starts_with("certificate_expired")), "{event:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_auth_only_certificate_is_refused_as_a_client_certificate() -> TestResult {
+    let app = spawn_app().await?;
+    let mut spec = CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-server-eku", now());
+    spec.usage = Usage::ServerAuthOnly;
+    let wrong = app.issue_trusted("server-eku", spec)?;
+    assert!(app.client(&wrong)?.get(format!("{}/jwks", app.mtls)).send().await.is_err());
+    let thumb = wrong.thumbprint()?;
+    let event = app
+        .await_audit(|e| e.cert_thumbprint.as_deref() == Some(thumb.as_str()))
+        .await?;
+    assert!(event.reason.as_deref().is_some_and(|r| r.starts_with("certificate_wrong_purpose")), "{event:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_self_signed_certificate_is_refused_but_a_registered_one_is_accepted() -> TestResult {
+    let app = spawn_app().await?;
+    let registered = app.client(&app.self_signed)?.get(format!("{}/jwks", app.mtls)).send().await?;
+    assert_eq!(registered.status(), 200);
+
+    let stranger_spec = CertSpec::tpp("Stranger Ltd", "0015800001STRANGE", "stranger", now());
+    let stranger = obgate::pki::issue(&stranger_spec, None)?;
+    let (cert, key) = stranger.write(&app.path("pki"), "stranger")?;
+    let files = CertFiles { cert, key };
+    assert!(app.client(&files)?.get(format!("{}/jwks", app.mtls)).send().await.is_err());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_1_is_refused() -> TestResult {
+    let app = spawn_app().await?;
+    let mtls = app.mtls.clone();
+    let result = raw_connect(&mtls, &app, Some(&app.tpp_a), |b| {
+        b.set_security_level(0);
+        b.set_min_proto_version(Some(SslVersion::TLS1_1))?;
+        b.set_max_proto_version(Some(SslVersion::TLS1_1))?;
+        b.set_cipher_list("ALL:@SECLEVEL=0")?;
+        Ok(())
+    });
+    assert!(result.is_err(), "TLS 1.1 was accepted");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_fapi_tls_1_2_suites_are_accepted() -> TestResult {
+    let app = spawn_app().await?;
+    let tls12 = |suite: &'static str| {
+        move |b: &mut openssl::ssl::SslConnectorBuilder| -> Res<()> {
+            b.set_max_proto_version(Some(SslVersion::TLS1_2))?;
+            b.set_cipher_list(suite)?;
+            Ok(())
+        }
+    };
+    raw_connect(&app.mtls, &app, Some(&app.tpp_a), tls12("ECDHE-ECDSA-AES128-GCM-SHA256"))?;
+    for refused in ["ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA"] {
+        let result = raw_connect(&app.mtls, &app, Some(&app.tpp_a), tls12(refused));
+        assert!(result.is_err(), "non-FAPI suite {refused} was accepted");
+    }
+    Ok(())
+}
+
+/// Relays one TLS 1.2 handshake to `addr` and reports whether the server's plaintext first
+/// flight contained a CertificateRequest (handshake type 13).
+fn server_requests_certificate(addr: &str, app: &TestApp) -> Res<bool> {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let port = addr.rsplit(':').next().ok_or("no port")?.to_string();
+    let relay = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let relay_addr = relay.local_addr()?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Arc::clone(&seen);
+    let thread = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut client, _) = relay.accept()?;
+        let mut server = TcpStream::connect(format!("127.0.0.1:{port}"))?;
+        let mut client_to_server = client.try_clone()?;
+        let mut server_to_client = server.try_clone()?;
+        std::thread::spawn(move || std::io::copy(&mut client_to_server, &mut server));
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = server_to_client.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if let Ok(mut seen) = recorder.lock() {
+                seen.extend_from_slice(&buf[..n]);
+            }
+            client.write_all(&buf[..n])?;
+        }
+    });
+    let mut b = SslConnector::builder(SslMethod::tls_client())?;
+    b.set_ca_file(&app.ca)?;
+    b.set_certificate_file(&app.tpp_a.cert, openssl::ssl::SslFiletype::PEM)?;
+    b.set_private_key_file(&app.tpp_a.key, openssl::ssl::SslFiletype::PEM)?;
+    b.set_max_proto_version(Some(SslVersion::TLS1_2))?;
+    let stream = b.build().connect("localhost", TcpStream::connect(relay_addr)?)?;
+    drop(stream);
+    let _ = thread.join();
+    let bytes = seen.lock().map_err(|_| "poisoned")?.clone();
+    // Walk the plaintext handshake records up to ServerHelloDone.
+    let mut handshake = Vec::new();
+    let mut rest = bytes.as_slice();
+    while rest.len() >= 5 && rest[0] == 22 {
+        let len = usize::from(rest[3]) << 8 | usize::from(rest[4]);
+        handshake.extend_from_slice(rest.get(5..5 + len).ok_or("truncated record")?);
+        rest = &rest[5 + len..];
+    }
+    let mut msgs = handshake.as_slice();
+    while msgs.len() >= 4 {
+        let (kind, len) = (msgs[0], usize::from(msgs[1]) << 16 | usize::from(msgs[2]) << 8 | usize::from(msgs[3]));
+        match kind {
+            13 => return Ok(true),
+            14 => return Ok(false),
+            _ => msgs = msgs.get(4 + len..).ok_or("truncated message")?,
+        }
+    }
+    Err("no ServerHelloDone seen".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_listener_never_requests_a_certificate() -> TestResult {
+    let app = spawn_app().await?;
+    assert!(!server_requests_certificate(&app.public, &app)?, "public listener sent a CertificateRequest");
+    // The same probe sees the request on the mTLS listener, so it can tell the difference.
+    assert!(server_requests_certificate(&app.mtls, &app)?);
+    raw_connect(&app.public, &app, None, |_| Ok(()))?;
+    let res = app.anonymous()?.get(format!("{}/.well-known/oauth-authorization-server", app.public)).send().await?;
+    assert_eq!(res.status(), 200);
+    let meta: serde_json::Value = res.json().await?;
+    assert_eq!(meta["tls_client_certificate_bound_access_tokens"], true);
+    assert_eq!(meta["mtls_endpoint_aliases"]["token_endpoint"], format!("{}/token", app.settings.server.mtls_url));
+    Ok(())
+}

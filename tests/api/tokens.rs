@@ -1,0 +1,288 @@
+//! The authorization server and the token checks of the guard chain.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn consent_get(app: &TestApp, c: &CertFiles, token: &str) -> Res<reqwest::Response> {
+    Ok(app
+        .client(c)?
+        .post(format!("{}{CONSENTS}", app.mtls))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(AAC_BODY)
+        .send()
+        .await?)
+}
+
+fn www_authenticate(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn expect_invalid_token(res: reqwest::Response, needle: &str) -> TestResult {
+    assert_eq!(res.status(), 401);
+    let www = www_authenticate(&res);
+    assert!(www.contains(r#"error="invalid_token""#), "{www}");
+    let body: Value = res.json().await?;
+    let message = body["Message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "expected {needle:?} in {body}");
+    assert_eq!(body["Errors"][0]["ErrorCode"], "UK.OBIE.Header.Invalid");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issued_token_is_an_at_jwt_bound_to_the_certificate_it_was_requested_over() -> TestResult {
+    let app = spawn_app().await?;
+    let res = app
+        .client(&app.tpp_a)?
+        .post(format!("{}/token", app.mtls))
+        .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-a"), ("scope", "accounts payments")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    let body: Value = res.json().await?;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["scope"], "accounts payments");
+    let token = body["access_token"].as_str().ok_or("no token")?;
+    let header = header_of(token)?;
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "ES256");
+    let claims = claims_of(token)?;
+    assert_eq!(claims["cnf"]["x5t#S256"], app.tpp_a.thumbprint()?);
+    assert_eq!(claims["client_id"], "tpp-a");
+    assert_eq!(claims["aud"], app.settings.server.mtls_url);
+    assert_eq!(claims["iss"], app.settings.server.public_url);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_that_cannot_be_honoured_get_rfc_6749_errors() -> TestResult {
+    let app = spawn_app().await?;
+    let http = app.client(&app.tpp_a)?;
+    let cases: [(&[(&str, &str)], u16, &str); 5] = [
+        (&[("grant_type", "password"), ("client_id", "tpp-a")], 400, "unsupported_grant_type"),
+        (&[("grant_type", "client_credentials")], 400, "invalid_request"),
+        (&[("grant_type", "client_credentials"), ("client_id", "tpp-b")], 401, "invalid_client"),
+        (&[("grant_type", "client_credentials"), ("client_id", "nobody")], 401, "invalid_client"),
+        (&[("grant_type", "client_credentials"), ("client_id", "tpp-a"), ("scope", "openid")], 400, "invalid_scope"),
+    ];
+    for (form, status, error) in cases {
+        let res = http.post(format!("{}/token", app.mtls)).form(form).send().await?;
+        assert_eq!(res.status(), status, "{form:?}");
+        assert!(res.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json")));
+        let body: Value = res.json().await?;
+        assert_eq!(body["error"], error, "{form:?}: {body}");
+        assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let aisp = app.client(&app.aisp_only)?;
+    let res = aisp
+        .post(format!("{}/token", app.mtls))
+        .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-aisp"), ("scope", "payments")])
+        .send()
+        .await?;
+    let body: Value = res.json().await?;
+    assert_eq!(body["error"], "invalid_scope");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_used_over_another_clients_certificate_is_refused_naming_the_binding_mismatch() -> TestResult {
+    let app = spawn_app().await?;
+    let stolen = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let res = consent_get(&app, &app.tpp_b, &stolen).await?;
+    let www = www_authenticate(&res);
+    assert!(www.contains("binding mismatch"), "{www}");
+    assert!(www.contains(&app.tpp_b.thumbprint()?), "{www}");
+    expect_invalid_token(res, "thumbprint").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_tampered_signature_is_refused() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let (body, sig) = token.rsplit_once('.').ok_or("not a JWT")?;
+    let mut sig = URL_SAFE_NO_PAD.decode(sig)?;
+    sig[10] ^= 0x01;
+    let tampered = format!("{body}.{}", URL_SAFE_NO_PAD.encode(sig));
+    expect_invalid_token(consent_get(&app, &app.tpp_a, &tampered).await?, "signature").await?;
+
+    let mut claims = claims_of(&token)?;
+    claims["scope"] = json!("accounts payments fundsconfirmations");
+    let (header, _) = token.split_once('.').ok_or("not a JWT")?;
+    let (_, sig) = token.rsplit_once('.').ok_or("not a JWT")?;
+    let swapped = format!("{header}.{}.{sig}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?));
+    expect_invalid_token(consent_get(&app, &app.tpp_a, &swapped).await?, "signature").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alg_none_and_hs256_signed_with_the_public_key_are_refused() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let header = header_of(&token)?;
+    let claims = claims_of(&token)?;
+    let enc = |v: &Value| -> Res<String> { Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(v)?)) };
+
+    let none = format!("{}.{}.", enc(&json!({"alg": "none", "typ": "at+jwt", "kid": header["kid"]}))?, enc(&claims)?);
+    expect_invalid_token(consent_get(&app, &app.tpp_a, &none).await?, "alg").await?;
+
+    // The classic confusion attack: HMAC keyed with the public key the server publishes.
+    let jwks: Value = app.anonymous()?.get(format!("{}/jwks", app.public)).send().await?.json().await?;
+    let public_key = serde_json::to_vec(&jwks["keys"][0])?;
+    let input = format!("{}.{}", enc(&json!({"alg": "HS256", "typ": "at+jwt", "kid": header["kid"]}))?, enc(&claims)?);
+    let key = openssl::pkey::PKey::hmac(&public_key)?;
+    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)?;
+    signer.update(input.as_bytes())?;
+    let hs256 = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signer.sign_to_vec()?));
+    expect_invalid_token(consent_get(&app, &app.tpp_a, &hs256).await?, "alg").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_with_wrong_audience_issuer_type_or_lifetime_are_refused() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let header = header_of(&token)?;
+    let claims = claims_of(&token)?;
+    let t = now();
+    let variant = |key: &str, value: Value| {
+        let mut c = claims.clone();
+        c[key] = value;
+        c
+    };
+    let cases = [
+        (header.clone(), variant("aud", json!("https://other-bank.example")), "aud"),
+        (header.clone(), variant("iss", json!("https://evil.example")), "iss"),
+        (header.clone(), variant("exp", json!(t - 1)), "expired"),
+        (header.clone(), variant("nbf", json!(t + 600)), "not valid yet"),
+        (json!({"alg": "ES256", "typ": "JWT", "kid": header["kid"]}), claims.clone(), "typ"),
+        (json!({"alg": "ES256", "typ": "at+jwt", "kid": "someone-elses"}), claims.clone(), "kid"),
+    ];
+    // A correctly forged control proves the forging itself is sound.
+    let control = app.forge(header.clone(), &claims)?;
+    assert_eq!(consent_get(&app, &app.tpp_a, &control).await?.status(), 201);
+    for (h, c, needle) in cases {
+        let forged = app.forge(h, &c)?;
+        expect_invalid_token(consent_get(&app, &app.tpp_a, &forged).await?, needle).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    assert_eq!(consent_get(&app, &app.tpp_a, &token).await?.status(), 201);
+    let http = app.client(&app.tpp_a)?;
+    let res = http
+        .post(format!("{}/revoke", app.mtls))
+        .form(&[("token", token.as_str()), ("client_id", "tpp-a")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    expect_invalid_token(consent_get(&app, &app.tpp_a, &token).await?, "revoked").await?;
+    let res = http
+        .post(format!("{}/revoke", app.mtls))
+        .form(&[("token", "not-a-token"), ("client_id", "tpp-a")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200, "RFC 7009: an invalid token is not an error");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_may_not_revoke_another_clients_token() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let res = app
+        .client(&app.tpp_b)?
+        .post(format!("{}/revoke", app.mtls))
+        .form(&[("token", token.as_str()), ("client_id", "tpp-b")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await?;
+    assert_eq!(body["error"], "unauthorized_client");
+    assert_eq!(consent_get(&app, &app.tpp_a, &token).await?.status(), 201);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_client_is_refused_at_token_and_at_resources() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let out = app.cli(&["clients", "suspend", "tpp-a"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let res = app
+        .client(&app.tpp_a)?
+        .post(format!("{}/token", app.mtls))
+        .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-a")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await?;
+    assert_eq!(body["error"], "invalid_client");
+    assert!(body["error_description"].as_str().is_some_and(|d| d.contains("suspended")));
+    expect_invalid_token(consent_get(&app, &app.tpp_a, &token).await?, "suspended").await?;
+
+    assert!(app.cli(&["clients", "activate", "tpp-a"])?.status.success());
+    assert_eq!(consent_get(&app, &app.tpp_a, &token).await?.status(), 201);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_shows_the_binding_to_the_owner_and_nothing_to_anyone_else() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let own: Value = app
+        .client(&app.tpp_a)?
+        .post(format!("{}/introspect", app.mtls))
+        .form(&[("token", token.as_str()), ("client_id", "tpp-a")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(own["active"], true);
+    assert_eq!(own["cnf"]["x5t#S256"], app.tpp_a.thumbprint()?);
+    assert_eq!(own["scope"], "accounts");
+
+    let res = app
+        .client(&app.tpp_b)?
+        .post(format!("{}/introspect", app.mtls))
+        .header("x-fapi-interaction-id", "introspect-foreign")
+        .form(&[("token", token.as_str()), ("client_id", "tpp-b")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    let foreign: Value = res.json().await?;
+    assert_eq!(foreign, json!({"active": false}));
+    let events = app.audit_of("introspect-foreign").await?;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, "denied");
+    assert_eq!(events[0].client_id.as_deref(), Some("tpp-b"));
+
+    let res = app
+        .client(&app.tpp_b)?
+        .post(format!("{}/introspect", app.mtls))
+        .form(&[("token", token.as_str()), ("client_id", "tpp-a")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 401, "tpp-b cannot introspect by claiming to be tpp-a");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_client_gets_and_uses_a_bound_token() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.self_signed, "tpp-self", "accounts").await?;
+    assert_eq!(claims_of(&token)?["cnf"]["x5t#S256"], app.self_signed.thumbprint()?);
+    assert_eq!(consent_get(&app, &app.self_signed, &token).await?.status(), 201);
+    Ok(())
+}
