@@ -6,7 +6,8 @@ use serde_json::Value;
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_refusal_that_reaches_http_leaves_exactly_one_event_with_its_reason_and_no_token() -> TestResult {
+async fn every_refusal_that_reaches_http_leaves_exactly_one_event_with_its_reason_and_no_token()
+-> TestResult {
     let app = spawn_app().await?;
     let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     let aisp_token = app.token(&app.aisp_only, "tpp-aisp", "accounts").await?;
@@ -17,17 +18,66 @@ async fn every_refusal_that_reaches_http_leaves_exactly_one_event_with_its_reaso
     let payments = format!("{}{PAYMENT_CONSENTS}", app.mtls);
 
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-        ("i-ok", a.post(&url).bearer_auth(&token).body(AAC_BODY), 201, ""),
-        ("i-binding", b.post(&url).bearer_auth(&token).body(AAC_BODY), 401, "binding_mismatch"),
-        ("i-missing", a.post(&url).body(AAC_BODY), 401, "token_missing"),
-        ("i-garbage", a.post(&url).bearer_auth("garbage").body(AAC_BODY), 401, "token_malformed"),
-        ("i-role", aisp.post(&payments).bearer_auth(&aisp_token).header("x-idempotency-key", "k").body(payment_body("1.00")), 403, "policy_role_missing"),
-        ("i-body", a.post(&url).bearer_auth(&token).body("{"), 400, "invalid_body"),
-        ("i-query", a.post(format!("{url}?access_token={token}")).body(AAC_BODY), 400, "token_in_query"),
-        ("i-token", a.post(format!("{}/token", app.mtls)).form(&[("grant_type", "client_credentials"), ("client_id", "tpp-b")]), 401, "invalid_client"),
+        (
+            "i-ok",
+            a.post(&url).bearer_auth(&token).body(AAC_BODY),
+            201,
+            "",
+        ),
+        (
+            "i-binding",
+            b.post(&url).bearer_auth(&token).body(AAC_BODY),
+            401,
+            "binding_mismatch",
+        ),
+        (
+            "i-missing",
+            a.post(&url).body(AAC_BODY),
+            401,
+            "token_missing",
+        ),
+        (
+            "i-garbage",
+            a.post(&url).bearer_auth("garbage").body(AAC_BODY),
+            401,
+            "token_malformed",
+        ),
+        (
+            "i-role",
+            aisp.post(&payments)
+                .bearer_auth(&aisp_token)
+                .header("x-idempotency-key", "k")
+                .body(payment_body("1.00")),
+            403,
+            "policy_role_missing",
+        ),
+        (
+            "i-body",
+            a.post(&url).bearer_auth(&token).body("{"),
+            400,
+            "invalid_body",
+        ),
+        (
+            "i-query",
+            a.post(format!("{url}?access_token={token}")).body(AAC_BODY),
+            400,
+            "token_in_query",
+        ),
+        (
+            "i-token",
+            a.post(format!("{}/token", app.mtls))
+                .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-b")]),
+            401,
+            "invalid_client",
+        ),
     ];
     for (id, request, status, _) in &cases {
-        let res = request.try_clone().ok_or("unclonable request")?.header("x-fapi-interaction-id", *id).send().await?;
+        let res = request
+            .try_clone()
+            .ok_or("unclonable request")?
+            .header("x-fapi-interaction-id", *id)
+            .send()
+            .await?;
         assert_eq!(res.status(), *status, "{id}");
     }
     for (id, _, status, reason) in &cases {
@@ -38,22 +88,38 @@ async fn every_refusal_that_reaches_http_leaves_exactly_one_event_with_its_reaso
         if reason.is_empty() {
             assert_eq!(e.outcome, "allowed", "{id}");
             assert_eq!(e.client_id.as_deref(), Some("tpp-a"));
-            assert!(e.consent_id.as_deref().is_some_and(|c| c.starts_with("aac-")));
+            assert!(
+                e.consent_id
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("aac-"))
+            );
             assert_eq!(e.route, CONSENTS);
         } else {
             assert_eq!(e.outcome, "denied", "{id}");
             assert_eq!(e.reason.as_deref(), Some(*reason), "{id}");
         }
-        assert!(e.cert_thumbprint.is_some() && e.cert_subject.is_some() && e.cert_serial.is_some(), "{id}");
+        assert!(
+            e.cert_thumbprint.is_some() && e.cert_subject.is_some() && e.cert_serial.is_some(),
+            "{id}"
+        );
     }
     let binding = &app.audit_of("i-binding").await?[0];
-    assert_eq!(binding.cert_thumbprint.as_deref(), Some(app.tpp_b.thumbprint()?.as_str()));
-    assert_eq!(binding.token_jti.as_deref(), claims_of(&token)?["jti"].as_str());
+    assert_eq!(
+        binding.cert_thumbprint.as_deref(),
+        Some(app.tpp_b.thumbprint()?.as_str())
+    );
+    assert_eq!(
+        binding.token_jti.as_deref(),
+        claims_of(&token)?["jti"].as_str()
+    );
 
     let everything = serde_json::to_string(&app.audit().await?)?;
     for secret in [&token, &aisp_token] {
         let signature = secret.rsplit('.').next().ok_or("not a JWT")?;
-        assert!(!everything.contains(signature), "a token reached the audit log");
+        assert!(
+            !everything.contains(signature),
+            "a token reached the audit log"
+        );
     }
     Ok(())
 }
@@ -66,7 +132,13 @@ async fn no_resource_data_leaves_when_the_audit_log_cannot_be_written() -> TestR
     sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_gone")
         .execute(&sqlx::SqlitePool::connect(&app.settings.database.url).await?)
         .await?;
-    let res = app.client(&app.tpp_a)?.post(&url).bearer_auth(&token).body(AAC_BODY).send().await?;
+    let res = app
+        .client(&app.tpp_a)?
+        .post(&url)
+        .bearer_auth(&token)
+        .body(AAC_BODY)
+        .send()
+        .await?;
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await?;
     assert!(body.get("Data").is_none(), "{body}");
@@ -80,12 +152,19 @@ async fn audit_verify_reports_an_intact_chain_and_the_first_tampered_event() -> 
     let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     let http = app.client(&app.tpp_a)?;
     for _ in 0..3 {
-        http.post(format!("{}{CONSENTS}", app.mtls)).bearer_auth(&token).body(AAC_BODY).send().await?;
+        http.post(format!("{}{CONSENTS}", app.mtls))
+            .bearer_auth(&token)
+            .body(AAC_BODY)
+            .send()
+            .await?;
     }
     let n = app.audit().await?.len();
     let out = app.cli(&["audit", "verify"])?;
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout)?.trim(), format!("intact up to seq {n}"));
+    assert_eq!(
+        String::from_utf8(out.stdout)?.trim(),
+        format!("intact up to seq {n}")
+    );
 
     let out = app.cli(&["audit", "export", "--format", "csv"])?;
     let csv = String::from_utf8(out.stdout)?;

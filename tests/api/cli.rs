@@ -6,7 +6,8 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_committed_openapi_document_is_what_obgate_generates() -> TestResult {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/obgate.json"))?;
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/obgate.json"))?;
     assert!(
         committed == obgate::ops::openapi::document(),
         "openapi/obgate.json is stale: run `cargo run -- openapi > openapi/obgate.json`"
@@ -18,24 +19,48 @@ async fn the_committed_openapi_document_is_what_obgate_generates() -> TestResult
             "{method} {route} is missing from the OpenAPI document"
         );
     }
-    for path in ["/token", "/introspect", "/revoke", "/jwks", "/.well-known/oauth-authorization-server"] {
-        assert!(doc["paths"][path].is_object(), "{path} is missing from the OpenAPI document");
+    for path in [
+        "/token",
+        "/introspect",
+        "/revoke",
+        "/jwks",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} is missing from the OpenAPI document"
+        );
     }
     let app = spawn_app().await?;
-    let served: Value = reqwest::get(format!("{}/openapi.json", app.ops)).await?.json().await?;
+    let served: Value = reqwest::get(format!("{}/openapi.json", app.ops))
+        .await?
+        .json()
+        .await?;
     assert_eq!(served, doc);
-    assert_eq!(reqwest::get(format!("{}/docs/", app.ops)).await?.status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/docs/", app.ops)).await?.status(),
+        200
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_check_names_the_file_line_and_field_of_a_mistake() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/access.toml"))?;
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/access.toml"))?;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
-        .args(["policy", "check", concat!(env!("CARGO_MANIFEST_DIR"), "/policies")])
+        .args([
+            "policy",
+            "check",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+        ])
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let broken = shipped.replacen("scope = \"payments\"", "scope = \"accounts\"", 1);
     std::fs::write(dir.path().join("access.toml"), &broken)?;
@@ -51,34 +76,81 @@ async fn policy_check_names_the_file_line_and_field_of_a_mistake() -> TestResult
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr)?;
     assert!(stderr.contains(&format!("access.toml:{line}:")), "{stderr}");
-    assert!(stderr.contains(".scope: role PISP may not hold scope accounts"), "{stderr}");
+    assert!(
+        stderr.contains(".scope: role PISP may not hold scope accounts"),
+        "{stderr}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_register_list_and_show_speak_json() -> TestResult {
     let app = spawn_app().await?;
-    let cert = app.issue_trusted("newco", obgate::pki::CertSpec::tpp("NewCo Ltd", "0015800001NEWCO", "newco-app", now()))?;
+    let cert = app.issue_trusted(
+        "newco",
+        obgate::pki::CertSpec::tpp("NewCo Ltd", "0015800001NEWCO", "newco-app", now()),
+    )?;
     let cert_path = cert.cert.to_string_lossy().to_string();
-    let out = app.cli(&["clients", "register", "--name", "NewCo", "--cert", &cert_path, "--roles", "AISP,CBPII", "--json"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = app.cli(&[
+        "clients",
+        "register",
+        "--name",
+        "NewCo",
+        "--cert",
+        &cert_path,
+        "--roles",
+        "AISP,CBPII",
+        "--json",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let registered: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(registered["client_id"], "newco-app");
 
-    let again = app.cli(&["clients", "register", "--name", "NewCo", "--cert", &cert_path, "--roles", "AISP"])?;
+    let again = app.cli(&[
+        "clients", "register", "--name", "NewCo", "--cert", &cert_path, "--roles", "AISP",
+    ])?;
     assert!(!again.status.success());
     assert!(String::from_utf8(again.stderr)?.contains("already exists"));
 
-    let bad_roles = app.cli(&["clients", "register", "--name", "X", "--cert", &cert_path, "--roles", "BANK", "--client-id", "x"])?;
+    let bad_roles = app.cli(&[
+        "clients",
+        "register",
+        "--name",
+        "X",
+        "--cert",
+        &cert_path,
+        "--roles",
+        "BANK",
+        "--client-id",
+        "x",
+    ])?;
     assert!(String::from_utf8(bad_roles.stderr)?.contains("--roles"));
 
     let rogue = app.issue_untrusted("rogue-app")?;
-    let untrusted = app.cli(&["clients", "register", "--name", "R", "--cert", &rogue.cert.to_string_lossy(), "--roles", "AISP"])?;
+    let untrusted = app.cli(&[
+        "clients",
+        "register",
+        "--name",
+        "R",
+        "--cert",
+        &rogue.cert.to_string_lossy(),
+        "--roles",
+        "AISP",
+    ])?;
     assert!(!untrusted.status.success());
     assert!(String::from_utf8(untrusted.stderr)?.contains("tls_client_auth"));
 
     let list: Value = serde_json::from_slice(&app.cli(&["clients", "list", "--json"])?.stdout)?;
-    let newco = list.as_array().ok_or("not an array")?.iter().find(|c| c["client_id"] == "newco-app").ok_or("missing")?;
+    let newco = list
+        .as_array()
+        .ok_or("not an array")?
+        .iter()
+        .find(|c| c["client_id"] == "newco-app")
+        .ok_or("missing")?;
     assert_eq!(newco["status"], "active");
     assert_eq!(newco["roles"], serde_json::json!(["AISP", "CBPII"]));
     assert_eq!(newco["auth_method"], "tls_client_auth");
@@ -99,14 +171,34 @@ async fn tpp_token_fetches_a_bound_token_with_the_oauth2_crate() -> TestResult {
         app.tpp_a.key.to_string_lossy().to_string(),
         app.ca.to_string_lossy().to_string(),
     );
-    let out = app.cli(&["tpp", "token", "--cert", &cert, "--key", &key, "--ca", &ca, "--scope", "accounts"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = app.cli(&[
+        "tpp", "token", "--cert", &cert, "--key", &key, "--ca", &ca, "--scope", "accounts",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let body: Value = serde_json::from_slice(&out.stdout)?;
     let token = body["access_token"].as_str().ok_or("no token")?;
-    assert_eq!(claims_of(token)?["cnf"]["x5t#S256"], app.tpp_a.thumbprint()?);
+    assert_eq!(
+        claims_of(token)?["cnf"]["x5t#S256"],
+        app.tpp_a.thumbprint()?
+    );
     assert_eq!(body["scope"], "accounts");
 
-    let out = app.cli(&["tpp", "token", "--cert", &cert, "--key", &key, "--ca", &ca, "--client-id", "tpp-b"])?;
+    let out = app.cli(&[
+        "tpp",
+        "token",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--ca",
+        &ca,
+        "--client-id",
+        "tpp-b",
+    ])?;
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr)?.contains("invalid_client"));
     Ok(())

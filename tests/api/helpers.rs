@@ -121,7 +121,11 @@ impl TestApp {
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
         );
-        let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, jsonwebtoken::Algorithm::ES256)?;
+        let sig = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &key,
+            jsonwebtoken::Algorithm::ES256,
+        )?;
         Ok(format!("{signing_input}.{sig}"))
     }
 
@@ -191,17 +195,26 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
     ca.write(&pki_dir, "ca")?;
     write(&issue(&CertSpec::server(t), Some(&ca))?, &pki_dir, "server")?;
     let tpp_a = write(
-        &issue(&CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-a", t), Some(&ca))?,
+        &issue(
+            &CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-a", t),
+            Some(&ca),
+        )?,
         &pki_dir,
         "tpp-a",
     )?;
     let tpp_b = write(
-        &issue(&CertSpec::tpp("Beta Ltd", "0015800001BETA", "tpp-b", t), Some(&ca))?,
+        &issue(
+            &CertSpec::tpp("Beta Ltd", "0015800001BETA", "tpp-b", t),
+            Some(&ca),
+        )?,
         &pki_dir,
         "tpp-b",
     )?;
     let aisp_only = write(
-        &issue(&CertSpec::tpp("Gamma Ltd", "0015800001GAMMA", "tpp-aisp", t), Some(&ca))?,
+        &issue(
+            &CertSpec::tpp("Gamma Ltd", "0015800001GAMMA", "tpp-aisp", t),
+            Some(&ca),
+        )?,
         &pki_dir,
         "tpp-aisp",
     )?;
@@ -231,7 +244,9 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         (&aisp_only, "AISP", AuthMethod::TlsClientAuth),
         (&self_signed, "AISP", AuthMethod::SelfSignedTlsClientAuth),
     ] {
-        store.insert_client(&register(c, roles, auth)?, stamp).await?;
+        store
+            .insert_client(&register(c, roles, auth)?, stamp)
+            .await?;
     }
 
     let app = Application::build(settings.clone()).await?;
@@ -286,7 +301,8 @@ pub fn header_of(token: &str) -> Res<Value> {
 pub const CONSENTS: &str = "/open-banking/v3.1/aisp/account-access-consents";
 pub const PAYMENT_CONSENTS: &str = "/open-banking/v3.1/pisp/domestic-payment-consents";
 pub const FUNDS_CONSENTS: &str = "/open-banking/v3.1/cbpii/funds-confirmation-consents";
-pub const AAC_BODY: &str = r#"{"Data":{"Permissions":["ReadAccountsBasic","ReadBalances"]},"Risk":{}}"#;
+pub const AAC_BODY: &str =
+    r#"{"Data":{"Permissions":["ReadAccountsBasic","ReadBalances"]},"Risk":{}}"#;
 
 pub fn payment_body(amount: &str) -> String {
     format!(

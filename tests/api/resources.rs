@@ -12,22 +12,32 @@ async fn token_then_consent_create_then_consent_get() -> TestResult {
     let res = http
         .post(format!("{}{CONSENTS}", app.mtls))
         .bearer_auth(&token)
-        .header("x-fapi-interaction-id", "93bac548-d2de-4546-b106-880a5018460d")
+        .header(
+            "x-fapi-interaction-id",
+            "93bac548-d2de-4546-b106-880a5018460d",
+        )
         .header("content-type", "application/json")
         .body(AAC_BODY)
         .send()
         .await?;
     assert_eq!(res.status(), 201);
     assert_eq!(
-        res.headers().get("x-fapi-interaction-id").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("x-fapi-interaction-id")
+            .and_then(|v| v.to_str().ok()),
         Some("93bac548-d2de-4546-b106-880a5018460d")
     );
     assert!(res.headers().contains_key("date"));
     let created: Value = res.json().await?;
-    let id = created["Data"]["ConsentId"].as_str().ok_or("no ConsentId")?;
+    let id = created["Data"]["ConsentId"]
+        .as_str()
+        .ok_or("no ConsentId")?;
     assert_eq!(created["Data"]["Status"], "AwaitingAuthorisation");
     assert_eq!(created["Data"]["Permissions"][1], "ReadBalances");
-    assert_eq!(created["Links"]["Self"], format!("{}{CONSENTS}/{id}", app.settings.server.mtls_url));
+    assert_eq!(
+        created["Links"]["Self"],
+        format!("{}{CONSENTS}/{id}", app.settings.server.mtls_url)
+    );
     assert_eq!(created["Meta"]["TotalPages"], 1);
 
     let res = http
@@ -49,7 +59,11 @@ async fn token_then_consent_create_then_consent_get() -> TestResult {
         .await?;
     assert_eq!(res.status(), 404, "another client's consent is not visible");
 
-    let res = http.delete(format!("{}{CONSENTS}/{id}", app.mtls)).bearer_auth(&token).send().await?;
+    let res = http
+        .delete(format!("{}{CONSENTS}/{id}", app.mtls))
+        .bearer_auth(&token)
+        .send()
+        .await?;
     assert_eq!(res.status(), 204);
     let read: Value = http
         .get(format!("{}{CONSENTS}/{id}", app.mtls))
@@ -62,8 +76,16 @@ async fn token_then_consent_create_then_consent_get() -> TestResult {
     Ok(())
 }
 
-async fn res_has_generated_interaction_id(http: &reqwest::Client, app: &TestApp, token: &str) -> Res<bool> {
-    let res = http.get(format!("{}{CONSENTS}/aac-missing", app.mtls)).bearer_auth(token).send().await?;
+async fn res_has_generated_interaction_id(
+    http: &reqwest::Client,
+    app: &TestApp,
+    token: &str,
+) -> Res<bool> {
+    let res = http
+        .get(format!("{}{CONSENTS}/aac-missing", app.mtls))
+        .bearer_auth(token)
+        .send()
+        .await?;
     let id = res
         .headers()
         .get("x-fapi-interaction-id")
@@ -76,7 +98,9 @@ async fn res_has_generated_interaction_id(http: &reqwest::Client, app: &TestApp,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_and_funds_confirmation_consents_are_created_and_read() -> TestResult {
     let app = spawn_app().await?;
-    let token = app.token(&app.tpp_a, "tpp-a", "payments fundsconfirmations").await?;
+    let token = app
+        .token(&app.tpp_a, "tpp-a", "payments fundsconfirmations")
+        .await?;
     let http = app.client(&app.tpp_a)?;
     let body = payment_body("165.88");
     let post = |key: &'static str, body: String| {
@@ -90,10 +114,16 @@ async fn payment_and_funds_confirmation_consents_are_created_and_read() -> TestR
     let first = post("key-1", body.clone()).await?;
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await?;
-    assert_eq!(first["Data"]["Initiation"]["InstructedAmount"]["Amount"], "165.88");
+    assert_eq!(
+        first["Data"]["Initiation"]["InstructedAmount"]["Amount"],
+        "165.88"
+    );
     assert_eq!(first["Risk"]["PaymentContextCode"], "EcommerceGoods");
     let again: Value = post("key-1", body.clone()).await?.json().await?;
-    assert_eq!(again["Data"]["ConsentId"], first["Data"]["ConsentId"], "same key and body: same consent");
+    assert_eq!(
+        again["Data"]["ConsentId"], first["Data"]["ConsentId"],
+        "same key and body: same consent"
+    );
     let reused = post("key-1", payment_body("999.00")).await?;
     assert_eq!(reused.status(), 400);
     let err: Value = reused.json().await?;
@@ -110,7 +140,11 @@ async fn payment_and_funds_confirmation_consents_are_created_and_read() -> TestR
     assert_eq!(err["Errors"][0]["ErrorCode"], "UK.OBIE.Header.Missing");
 
     let id = first["Data"]["ConsentId"].as_str().ok_or("no id")?;
-    let read = http.get(format!("{}{PAYMENT_CONSENTS}/{id}", app.mtls)).bearer_auth(&token).send().await?;
+    let read = http
+        .get(format!("{}{PAYMENT_CONSENTS}/{id}", app.mtls))
+        .bearer_auth(&token)
+        .send()
+        .await?;
     assert_eq!(read.status(), 200);
 
     let funds = http
@@ -123,7 +157,11 @@ async fn payment_and_funds_confirmation_consents_are_created_and_read() -> TestR
     let funds: Value = funds.json().await?;
     assert!(funds.get("Risk").is_none());
     let id = funds["Data"]["ConsentId"].as_str().ok_or("no id")?;
-    let read = http.get(format!("{}{FUNDS_CONSENTS}/{id}", app.mtls)).bearer_auth(&token).send().await?;
+    let read = http
+        .get(format!("{}{FUNDS_CONSENTS}/{id}", app.mtls))
+        .bearer_auth(&token)
+        .send()
+        .await?;
     assert_eq!(read.status(), 200);
     Ok(())
 }
@@ -142,7 +180,10 @@ async fn an_aisp_only_client_is_forbidden_on_a_payment_route() -> TestResult {
         .await?;
     assert_eq!(res.status(), 403);
     let body: Value = res.json().await?;
-    assert!(body["Message"].as_str().is_some_and(|m| m.contains("PISP")), "{body}");
+    assert!(
+        body["Message"].as_str().is_some_and(|m| m.contains("PISP")),
+        "{body}"
+    );
     Ok(())
 }
 
@@ -158,8 +199,15 @@ async fn a_token_without_the_routes_scope_is_forbidden() -> TestResult {
         .send()
         .await?;
     assert_eq!(res.status(), 403);
-    let www = res.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    assert!(www.contains(r#"error="insufficient_scope""#) && www.contains("fundsconfirmations"), "{www}");
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        www.contains(r#"error="insufficient_scope""#) && www.contains("fundsconfirmations"),
+        "{www}"
+    );
     Ok(())
 }
 
@@ -169,13 +217,30 @@ async fn malformed_and_invalid_bodies_get_open_banking_400s() -> TestResult {
     let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     let http = app.client(&app.tpp_a)?;
     let cases = [
-        (r#"{"Data": {"Permissions": ["ReadBalances"]"#, "UK.OBIE.Resource.InvalidFormat"),
-        (r#"{"Data":{"Permissions":["ReadBalances"]},"Risk":{},"Extra":1}"#, "UK.OBIE.Resource.InvalidFormat"),
-        (r#"{"Data":{"Permissions":[]},"Risk":{}}"#, "UK.OBIE.Field.Missing"),
-        (r#"{"Data":{"Permissions":["ReadBalances"],"ExpirationDateTime":"tomorrow"},"Risk":{}}"#, "UK.OBIE.Field.InvalidDate"),
+        (
+            r#"{"Data": {"Permissions": ["ReadBalances"]"#,
+            "UK.OBIE.Resource.InvalidFormat",
+        ),
+        (
+            r#"{"Data":{"Permissions":["ReadBalances"]},"Risk":{},"Extra":1}"#,
+            "UK.OBIE.Resource.InvalidFormat",
+        ),
+        (
+            r#"{"Data":{"Permissions":[]},"Risk":{}}"#,
+            "UK.OBIE.Field.Missing",
+        ),
+        (
+            r#"{"Data":{"Permissions":["ReadBalances"],"ExpirationDateTime":"tomorrow"},"Risk":{}}"#,
+            "UK.OBIE.Field.InvalidDate",
+        ),
     ];
     for (body, code) in cases {
-        let res = http.post(format!("{}{CONSENTS}", app.mtls)).bearer_auth(&token).body(body).send().await?;
+        let res = http
+            .post(format!("{}{CONSENTS}", app.mtls))
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+            .await?;
         assert_eq!(res.status(), 400, "{body}");
         let err: Value = res.json().await?;
         assert_eq!(err["Errors"][0]["ErrorCode"], code, "{body}: {err}");
@@ -189,18 +254,34 @@ async fn a_missing_token_is_401_and_a_token_in_the_query_string_is_400() -> Test
     let app = spawn_app().await?;
     let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     let http = app.client(&app.tpp_a)?;
-    let res = http.post(format!("{}{CONSENTS}", app.mtls)).body(AAC_BODY).send().await?;
+    let res = http
+        .post(format!("{}{CONSENTS}", app.mtls))
+        .body(AAC_BODY)
+        .send()
+        .await?;
     assert_eq!(res.status(), 401);
-    assert_eq!(res.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some(r#"Bearer realm="obgate""#));
+    assert_eq!(
+        res.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some(r#"Bearer realm="obgate""#)
+    );
     let res = http
         .post(format!("{}{CONSENTS}?access_token={token}", app.mtls))
         .body(AAC_BODY)
         .send()
         .await?;
     assert_eq!(res.status(), 400);
-    let www = res.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     assert!(www.contains(r#"error="invalid_request""#), "{www}");
-    let res = http.get(format!("{}/open-banking/v3.1/aisp/nothing-here", app.mtls)).send().await?;
+    let res = http
+        .get(format!("{}/open-banking/v3.1/aisp/nothing-here", app.mtls))
+        .send()
+        .await?;
     assert_eq!(res.status(), 404);
     Ok(())
 }

@@ -39,7 +39,11 @@ fn raw_connect(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_certificate_from_the_trusted_ca_completes_the_handshake() -> TestResult {
     let app = spawn_app().await?;
-    let res = app.client(&app.tpp_a)?.get(format!("{}/jwks", app.mtls)).send().await?;
+    let res = app
+        .client(&app.tpp_a)?
+        .get(format!("{}/jwks", app.mtls))
+        .send()
+        .await?;
     assert_eq!(res.status(), 200);
     Ok(())
 }
@@ -47,10 +51,22 @@ async fn a_registered_certificate_from_the_trusted_ca_completes_the_handshake() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_certificate_is_refused_at_the_handshake_and_audited() -> TestResult {
     let app = spawn_app().await?;
-    let err = app.anonymous()?.get(format!("{}/jwks", app.mtls)).send().await;
-    assert!(err.is_err(), "the mTLS listener served a client with no certificate");
+    let err = app
+        .anonymous()?
+        .get(format!("{}/jwks", app.mtls))
+        .send()
+        .await;
+    assert!(
+        err.is_err(),
+        "the mTLS listener served a client with no certificate"
+    );
     let event = app
-        .await_audit(|e| e.route == "(tls-handshake)" && e.reason.as_deref().is_some_and(|r| r.starts_with("no_certificate")))
+        .await_audit(|e| {
+            e.route == "(tls-handshake)"
+                && e.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("no_certificate"))
+        })
         .await?;
     assert_eq!(event.outcome, "denied");
     assert_eq!(event.peer_ip.as_deref(), Some("127.0.0.1"));
@@ -58,17 +74,33 @@ async fn no_client_certificate_is_refused_at_the_handshake_and_audited() -> Test
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_from_an_untrusted_ca_is_refused_at_the_handshake_and_audited() -> TestResult {
+async fn a_certificate_from_an_untrusted_ca_is_refused_at_the_handshake_and_audited() -> TestResult
+{
     let app = spawn_app().await?;
     let rogue = app.issue_untrusted("rogue")?;
-    let err = app.client(&rogue)?.get(format!("{}/jwks", app.mtls)).send().await;
+    let err = app
+        .client(&rogue)?
+        .get(format!("{}/jwks", app.mtls))
+        .send()
+        .await;
     assert!(err.is_err());
     let thumb = rogue.thumbprint()?;
     let event = app
         .await_audit(|e| e.cert_thumbprint.as_deref() == Some(thumb.as_str()))
         .await?;
-    assert!(event.reason.as_deref().is_some_and(|r| r.starts_with("untrusted_issuer")), "{event:?}");
-    assert!(event.cert_subject.as_deref().is_some_and(|s| s.contains("CN=rogue")));
+    assert!(
+        event
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("untrusted_issuer")),
+        "{event:?}"
+    );
+    assert!(
+        event
+            .cert_subject
+            .as_deref()
+            .is_some_and(|s| s.contains("CN=rogue"))
+    );
     Ok(())
 }
 
@@ -79,12 +111,24 @@ async fn an_expired_certificate_is_refused_at_the_handshake_and_audited() -> Tes
     spec.not_before = now() - 400 * DAY;
     spec.not_after = now() - DAY;
     let expired = app.issue_trusted("expired", spec)?;
-    assert!(app.client(&expired)?.get(format!("{}/jwks", app.mtls)).send().await.is_err());
+    assert!(
+        app.client(&expired)?
+            .get(format!("{}/jwks", app.mtls))
+            .send()
+            .await
+            .is_err()
+    );
     let thumb = expired.thumbprint()?;
     let event = app
         .await_audit(|e| e.cert_thumbprint.as_deref() == Some(thumb.as_str()))
         .await?;
-    assert!(event.reason.as_deref().is_some_and(|r| r.starts_with("certificate_expired")), "{event:?}");
+    assert!(
+        event
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("certificate_expired")),
+        "{event:?}"
+    );
     Ok(())
 }
 
@@ -94,26 +138,49 @@ async fn a_server_auth_only_certificate_is_refused_as_a_client_certificate() -> 
     let mut spec = CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-server-eku", now());
     spec.usage = Usage::ServerAuthOnly;
     let wrong = app.issue_trusted("server-eku", spec)?;
-    assert!(app.client(&wrong)?.get(format!("{}/jwks", app.mtls)).send().await.is_err());
+    assert!(
+        app.client(&wrong)?
+            .get(format!("{}/jwks", app.mtls))
+            .send()
+            .await
+            .is_err()
+    );
     let thumb = wrong.thumbprint()?;
     let event = app
         .await_audit(|e| e.cert_thumbprint.as_deref() == Some(thumb.as_str()))
         .await?;
-    assert!(event.reason.as_deref().is_some_and(|r| r.starts_with("certificate_wrong_purpose")), "{event:?}");
+    assert!(
+        event
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("certificate_wrong_purpose")),
+        "{event:?}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unregistered_self_signed_certificate_is_refused_but_a_registered_one_is_accepted() -> TestResult {
+async fn an_unregistered_self_signed_certificate_is_refused_but_a_registered_one_is_accepted()
+-> TestResult {
     let app = spawn_app().await?;
-    let registered = app.client(&app.self_signed)?.get(format!("{}/jwks", app.mtls)).send().await?;
+    let registered = app
+        .client(&app.self_signed)?
+        .get(format!("{}/jwks", app.mtls))
+        .send()
+        .await?;
     assert_eq!(registered.status(), 200);
 
     let stranger_spec = CertSpec::tpp("Stranger Ltd", "0015800001STRANGE", "stranger", now());
     let stranger = obgate::pki::issue(&stranger_spec, None)?;
     let (cert, key) = stranger.write(&app.path("pki"), "stranger")?;
     let files = CertFiles { cert, key };
-    assert!(app.client(&files)?.get(format!("{}/jwks", app.mtls)).send().await.is_err());
+    assert!(
+        app.client(&files)?
+            .get(format!("{}/jwks", app.mtls))
+            .send()
+            .await
+            .is_err()
+    );
     Ok(())
 }
 
@@ -142,8 +209,17 @@ async fn only_fapi_tls_1_2_suites_are_accepted() -> TestResult {
             Ok(())
         }
     };
-    raw_connect(&app.mtls, &app, Some(&app.tpp_a), tls12("ECDHE-ECDSA-AES128-GCM-SHA256"))?;
-    for refused in ["ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA"] {
+    raw_connect(
+        &app.mtls,
+        &app,
+        Some(&app.tpp_a),
+        tls12("ECDHE-ECDSA-AES128-GCM-SHA256"),
+    )?;
+    for refused in [
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA256",
+        "ECDHE-ECDSA-AES256-SHA",
+    ] {
         let result = raw_connect(&app.mtls, &app, Some(&app.tpp_a), tls12(refused));
         assert!(result.is_err(), "non-FAPI suite {refused} was accepted");
     }
@@ -183,7 +259,9 @@ fn server_requests_certificate(addr: &str, app: &TestApp) -> Res<bool> {
     b.set_certificate_file(&app.tpp_a.cert, openssl::ssl::SslFiletype::PEM)?;
     b.set_private_key_file(&app.tpp_a.key, openssl::ssl::SslFiletype::PEM)?;
     b.set_max_proto_version(Some(SslVersion::TLS1_2))?;
-    let stream = b.build().connect("localhost", TcpStream::connect(relay_addr)?)?;
+    let stream = b
+        .build()
+        .connect("localhost", TcpStream::connect(relay_addr)?)?;
     drop(stream);
     let _ = thread.join();
     let bytes = seen.lock().map_err(|_| "poisoned")?.clone();
@@ -197,7 +275,10 @@ fn server_requests_certificate(addr: &str, app: &TestApp) -> Res<bool> {
     }
     let mut msgs = handshake.as_slice();
     while msgs.len() >= 4 {
-        let (kind, len) = (msgs[0], usize::from(msgs[1]) << 16 | usize::from(msgs[2]) << 8 | usize::from(msgs[3]));
+        let (kind, len) = (
+            msgs[0],
+            usize::from(msgs[1]) << 16 | usize::from(msgs[2]) << 8 | usize::from(msgs[3]),
+        );
         match kind {
             13 => return Ok(true),
             14 => return Ok(false),
@@ -210,14 +291,27 @@ fn server_requests_certificate(addr: &str, app: &TestApp) -> Res<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_listener_never_requests_a_certificate() -> TestResult {
     let app = spawn_app().await?;
-    assert!(!server_requests_certificate(&app.public, &app)?, "public listener sent a CertificateRequest");
+    assert!(
+        !server_requests_certificate(&app.public, &app)?,
+        "public listener sent a CertificateRequest"
+    );
     // The same probe sees the request on the mTLS listener, so it can tell the difference.
     assert!(server_requests_certificate(&app.mtls, &app)?);
     raw_connect(&app.public, &app, None, |_| Ok(()))?;
-    let res = app.anonymous()?.get(format!("{}/.well-known/oauth-authorization-server", app.public)).send().await?;
+    let res = app
+        .anonymous()?
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.public
+        ))
+        .send()
+        .await?;
     assert_eq!(res.status(), 200);
     let meta: serde_json::Value = res.json().await?;
     assert_eq!(meta["tls_client_certificate_bound_access_tokens"], true);
-    assert_eq!(meta["mtls_endpoint_aliases"]["token_endpoint"], format!("{}/token", app.settings.server.mtls_url));
+    assert_eq!(
+        meta["mtls_endpoint_aliases"]["token_endpoint"],
+        format!("{}/token", app.settings.server.mtls_url)
+    );
     Ok(())
 }

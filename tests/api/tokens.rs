@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+type Form<'a> = &'a [(&'a str, &'a str)];
+
 async fn consent_get(app: &TestApp, c: &CertFiles, token: &str) -> Res<reqwest::Response> {
     Ok(app
         .client(c)?
@@ -42,11 +44,20 @@ async fn issued_token_is_an_at_jwt_bound_to_the_certificate_it_was_requested_ove
     let res = app
         .client(&app.tpp_a)?
         .post(format!("{}/token", app.mtls))
-        .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-a"), ("scope", "accounts payments")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "tpp-a"),
+            ("scope", "accounts payments"),
+        ])
         .send()
         .await?;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(
+        res.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
     let body: Value = res.json().await?;
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 300);
@@ -67,25 +78,69 @@ async fn issued_token_is_an_at_jwt_bound_to_the_certificate_it_was_requested_ove
 async fn token_requests_that_cannot_be_honoured_get_rfc_6749_errors() -> TestResult {
     let app = spawn_app().await?;
     let http = app.client(&app.tpp_a)?;
-    let cases: [(&[(&str, &str)], u16, &str); 5] = [
-        (&[("grant_type", "password"), ("client_id", "tpp-a")], 400, "unsupported_grant_type"),
-        (&[("grant_type", "client_credentials")], 400, "invalid_request"),
-        (&[("grant_type", "client_credentials"), ("client_id", "tpp-b")], 401, "invalid_client"),
-        (&[("grant_type", "client_credentials"), ("client_id", "nobody")], 401, "invalid_client"),
-        (&[("grant_type", "client_credentials"), ("client_id", "tpp-a"), ("scope", "openid")], 400, "invalid_scope"),
+    let cases: [(Form, u16, &str); 5] = [
+        (
+            &[("grant_type", "password"), ("client_id", "tpp-a")],
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            &[("grant_type", "client_credentials")],
+            400,
+            "invalid_request",
+        ),
+        (
+            &[("grant_type", "client_credentials"), ("client_id", "tpp-b")],
+            401,
+            "invalid_client",
+        ),
+        (
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+            ],
+            401,
+            "invalid_client",
+        ),
+        (
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tpp-a"),
+                ("scope", "openid"),
+            ],
+            400,
+            "invalid_scope",
+        ),
     ];
     for (form, status, error) in cases {
-        let res = http.post(format!("{}/token", app.mtls)).form(form).send().await?;
+        let res = http
+            .post(format!("{}/token", app.mtls))
+            .form(form)
+            .send()
+            .await?;
         assert_eq!(res.status(), status, "{form:?}");
-        assert!(res.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json")));
+        assert!(
+            res.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"))
+        );
         let body: Value = res.json().await?;
         assert_eq!(body["error"], error, "{form:?}: {body}");
-        assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
     }
     let aisp = app.client(&app.aisp_only)?;
     let res = aisp
         .post(format!("{}/token", app.mtls))
-        .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-aisp"), ("scope", "payments")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "tpp-aisp"),
+            ("scope", "payments"),
+        ])
         .send()
         .await?;
     let body: Value = res.json().await?;
@@ -94,7 +149,8 @@ async fn token_requests_that_cannot_be_honoured_get_rfc_6749_errors() -> TestRes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_used_over_another_clients_certificate_is_refused_naming_the_binding_mismatch() -> TestResult {
+async fn a_token_used_over_another_clients_certificate_is_refused_naming_the_binding_mismatch()
+-> TestResult {
     let app = spawn_app().await?;
     let stolen = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     let res = consent_get(&app, &app.tpp_b, &stolen).await?;
@@ -118,7 +174,10 @@ async fn a_token_with_a_tampered_signature_is_refused() -> TestResult {
     claims["scope"] = json!("accounts payments fundsconfirmations");
     let (header, _) = token.split_once('.').ok_or("not a JWT")?;
     let (_, sig) = token.rsplit_once('.').ok_or("not a JWT")?;
-    let swapped = format!("{header}.{}.{sig}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?));
+    let swapped = format!(
+        "{header}.{}.{sig}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?)
+    );
     expect_invalid_token(consent_get(&app, &app.tpp_a, &swapped).await?, "signature").await
 }
 
@@ -130,13 +189,27 @@ async fn alg_none_and_hs256_signed_with_the_public_key_are_refused() -> TestResu
     let claims = claims_of(&token)?;
     let enc = |v: &Value| -> Res<String> { Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(v)?)) };
 
-    let none = format!("{}.{}.", enc(&json!({"alg": "none", "typ": "at+jwt", "kid": header["kid"]}))?, enc(&claims)?);
+    let none = format!(
+        "{}.{}.",
+        enc(&json!({"alg": "none", "typ": "at+jwt", "kid": header["kid"]}))?,
+        enc(&claims)?
+    );
     expect_invalid_token(consent_get(&app, &app.tpp_a, &none).await?, "alg").await?;
 
     // The classic confusion attack: HMAC keyed with the public key the server publishes.
-    let jwks: Value = app.anonymous()?.get(format!("{}/jwks", app.public)).send().await?.json().await?;
+    let jwks: Value = app
+        .anonymous()?
+        .get(format!("{}/jwks", app.public))
+        .send()
+        .await?
+        .json()
+        .await?;
     let public_key = serde_json::to_vec(&jwks["keys"][0])?;
-    let input = format!("{}.{}", enc(&json!({"alg": "HS256", "typ": "at+jwt", "kid": header["kid"]}))?, enc(&claims)?);
+    let input = format!(
+        "{}.{}",
+        enc(&json!({"alg": "HS256", "typ": "at+jwt", "kid": header["kid"]}))?,
+        enc(&claims)?
+    );
     let key = openssl::pkey::PKey::hmac(&public_key)?;
     let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)?;
     signer.update(input.as_bytes())?;
@@ -157,12 +230,32 @@ async fn tokens_with_wrong_audience_issuer_type_or_lifetime_are_refused() -> Tes
         c
     };
     let cases = [
-        (header.clone(), variant("aud", json!("https://other-bank.example")), "aud"),
-        (header.clone(), variant("iss", json!("https://evil.example")), "iss"),
+        (
+            header.clone(),
+            variant("aud", json!("https://other-bank.example")),
+            "aud",
+        ),
+        (
+            header.clone(),
+            variant("iss", json!("https://evil.example")),
+            "iss",
+        ),
         (header.clone(), variant("exp", json!(t - 1)), "expired"),
-        (header.clone(), variant("nbf", json!(t + 600)), "not valid yet"),
-        (json!({"alg": "ES256", "typ": "JWT", "kid": header["kid"]}), claims.clone(), "typ"),
-        (json!({"alg": "ES256", "typ": "at+jwt", "kid": "someone-elses"}), claims.clone(), "kid"),
+        (
+            header.clone(),
+            variant("nbf", json!(t + 600)),
+            "not valid yet",
+        ),
+        (
+            json!({"alg": "ES256", "typ": "JWT", "kid": header["kid"]}),
+            claims.clone(),
+            "typ",
+        ),
+        (
+            json!({"alg": "ES256", "typ": "at+jwt", "kid": "someone-elses"}),
+            claims.clone(),
+            "kid",
+        ),
     ];
     // A correctly forged control proves the forging itself is sound.
     let control = app.forge(header.clone(), &claims)?;
@@ -192,7 +285,11 @@ async fn a_revoked_token_is_refused() -> TestResult {
         .form(&[("token", "not-a-token"), ("client_id", "tpp-a")])
         .send()
         .await?;
-    assert_eq!(res.status(), 200, "RFC 7009: an invalid token is not an error");
+    assert_eq!(
+        res.status(),
+        200,
+        "RFC 7009: an invalid token is not an error"
+    );
     Ok(())
 }
 
@@ -218,7 +315,11 @@ async fn a_suspended_client_is_refused_at_token_and_at_resources() -> TestResult
     let app = spawn_app().await?;
     let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     let out = app.cli(&["clients", "suspend", "tpp-a"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let res = app
         .client(&app.tpp_a)?
@@ -229,7 +330,11 @@ async fn a_suspended_client_is_refused_at_token_and_at_resources() -> TestResult
     assert_eq!(res.status(), 401);
     let body: Value = res.json().await?;
     assert_eq!(body["error"], "invalid_client");
-    assert!(body["error_description"].as_str().is_some_and(|d| d.contains("suspended")));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("suspended"))
+    );
     expect_invalid_token(consent_get(&app, &app.tpp_a, &token).await?, "suspended").await?;
 
     assert!(app.cli(&["clients", "activate", "tpp-a"])?.status.success());
@@ -274,7 +379,11 @@ async fn introspection_shows_the_binding_to_the_owner_and_nothing_to_anyone_else
         .form(&[("token", token.as_str()), ("client_id", "tpp-a")])
         .send()
         .await?;
-    assert_eq!(res.status(), 401, "tpp-b cannot introspect by claiming to be tpp-a");
+    assert_eq!(
+        res.status(),
+        401,
+        "tpp-b cannot introspect by claiming to be tpp-a"
+    );
     Ok(())
 }
 
@@ -282,7 +391,13 @@ async fn introspection_shows_the_binding_to_the_owner_and_nothing_to_anyone_else
 async fn a_self_signed_client_gets_and_uses_a_bound_token() -> TestResult {
     let app = spawn_app().await?;
     let token = app.token(&app.self_signed, "tpp-self", "accounts").await?;
-    assert_eq!(claims_of(&token)?["cnf"]["x5t#S256"], app.self_signed.thumbprint()?);
-    assert_eq!(consent_get(&app, &app.self_signed, &token).await?.status(), 201);
+    assert_eq!(
+        claims_of(&token)?["cnf"]["x5t#S256"],
+        app.self_signed.thumbprint()?
+    );
+    assert_eq!(
+        consent_get(&app, &app.self_signed, &token).await?.status(),
+        201
+    );
     Ok(())
 }
