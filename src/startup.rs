@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_http::body::BoxBody;
 use actix_http::{Extensions, HttpService};
 use actix_server::{Server, ServerHandle};
-use actix_service::{ServiceFactoryExt, fn_service, map_config};
+use actix_service::{ServiceFactory, ServiceFactoryExt, fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
 use actix_web::{App, web};
@@ -26,7 +26,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::routes::{self, AppState, PROTECTED_ROUTES};
 use crate::state::{SharedState, StateError};
 use crate::store::{Store, StoreError};
-use crate::tls::{PeerIdentity, Thumbprint, TlsError, TlsFrontend, TlsIo};
+use crate::tls::{Listener, PeerIdentity, Thumbprint, TlsError, TlsFrontend, TlsIo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -149,46 +149,18 @@ impl Application {
         });
 
         let mtls_factory = {
-            let state = state.clone();
-            let tls = Arc::clone(&tls);
-            move || {
-                let tls = Arc::clone(&tls);
-                let app = App::new()
-                    .app_data(state.clone())
-                    .wrap(from_fn(routes::edge::mtls_edge))
-                    .configure(routes::mtls);
-                let http = HttpService::<TlsIo, _, BoxBody>::build()
-                    .client_request_timeout(Duration::from_secs(10))
-                    .local_addr(mtls_addr)
-                    .on_connect_ext(|io: &TlsIo, ext: &mut Extensions| {
-                        ext.insert(PeerIdentity::from_session(io.ssl()));
-                    })
-                    .finish(map_config(app, |()| AppConfig::default()));
-                fn_service(move |tcp: TcpStream| {
-                    let tls = Arc::clone(&tls);
-                    async move { tls.accept_mtls(tcp).await.ok_or(()) }
-                })
-                .and_then(http.map_err(|_| ()))
-            }
+            let (state, tls) = (state.clone(), Arc::clone(&tls));
+            move || tls_service(state.clone(), Arc::clone(&tls), Listener::Mtls, mtls_addr)
         };
         let public_factory = {
-            let state = state.clone();
-            let tls = Arc::clone(&tls);
+            let (state, tls) = (state.clone(), Arc::clone(&tls));
             move || {
-                let tls = Arc::clone(&tls);
-                let app = App::new()
-                    .app_data(state.clone())
-                    .wrap(from_fn(routes::edge::public_edge))
-                    .configure(routes::public);
-                let http = HttpService::<TlsIo, _, BoxBody>::build()
-                    .client_request_timeout(Duration::from_secs(10))
-                    .local_addr(public_addr)
-                    .finish(map_config(app, |()| AppConfig::default()));
-                fn_service(move |tcp: TcpStream| {
-                    let tls = Arc::clone(&tls);
-                    async move { tls.accept_public(tcp).await.ok_or(()) }
-                })
-                .and_then(http.map_err(|_| ()))
+                tls_service(
+                    state.clone(),
+                    Arc::clone(&tls),
+                    Listener::Public,
+                    public_addr,
+                )
             }
         };
         let ops_factory = {
@@ -268,6 +240,33 @@ impl Reloader {
         refresh_self_signed(&self.state.store, &self.tls).await?;
         Ok(())
     }
+}
+
+/// One connection's service on a TLS listener: our handshake, then actix-web over it, with the
+/// peer identity attached to every request of the connection.
+fn tls_service(
+    state: web::Data<AppState>,
+    tls: Arc<TlsFrontend>,
+    listener: Listener,
+    addr: SocketAddr,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = (), InitError = ()> {
+    let app = App::new()
+        .app_data(state)
+        .app_data(listener)
+        .wrap(from_fn(routes::edge::edge))
+        .configure(routes::for_listener(listener));
+    let http = HttpService::<TlsIo, _, BoxBody>::build()
+        .client_request_timeout(Duration::from_secs(10))
+        .local_addr(addr)
+        .on_connect_ext(|io: &TlsIo, ext: &mut Extensions| {
+            ext.insert(PeerIdentity::from_session(io.ssl()));
+        })
+        .finish(map_config(app, |()| AppConfig::default()));
+    fn_service(move |tcp: TcpStream| {
+        let tls = Arc::clone(&tls);
+        async move { tls.accept(listener, tcp).await.ok_or(()) }
+    })
+    .and_then(http.map_err(|_| ()))
 }
 
 async fn refresh_self_signed(store: &Store, tls: &TlsFrontend) -> Result<(), StoreError> {

@@ -139,6 +139,11 @@ impl AuditLog {
         }
     }
 
+    /// False once the writer task has stopped; readiness reports it.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Records `event` without waiting, for refusals with no response to hold back
     /// (a failed handshake). Returns false if the queue is full.
     pub fn record_detached(&self, event: AuditEvent) -> bool {

@@ -30,12 +30,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
+    let audit = if state.audit.is_running() {
+        database.clone()
+    } else {
+        Err("the audit writer has stopped".to_string())
+    };
     let body = serde_json::json!({
         "database": status(&database),
         "state": status(&shared_state),
-        "audit": status(&database),
+        "audit": status(&audit),
     });
-    if database.is_ok() && shared_state.is_ok() {
+    if database.is_ok() && shared_state.is_ok() && audit.is_ok() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

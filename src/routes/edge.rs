@@ -15,7 +15,7 @@ use super::error::ob_body;
 use crate::audit::{AuditEvent, Outcome};
 use crate::clock;
 use crate::resources::codes;
-use crate::tls::{CertFacts, HandshakeFailure, PeerIdentity};
+use crate::tls::{CertFacts, HandshakeFailure, Listener, PeerIdentity};
 
 pub const INTERACTION_ID: HeaderName = HeaderName::from_static("x-fapi-interaction-id");
 /// Route label for requests that matched no route.
@@ -82,14 +82,19 @@ fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, actix_web::Erro
         .ok_or_else(|| actix_web::error::ErrorInternalServerError("application state missing"))
 }
 
-/// mTLS listener: every request, allowed or denied, is audited before its response leaves.
-pub async fn mtls_edge(
+/// Every request on every TLS listener: interaction id and metrics; on the mTLS listener the
+/// audit event too, committed before the response may leave.
+pub async fn edge(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
     let ts = clock::now();
     let state = state_of(&req)?;
+    // Fail closed: a listener that did not say what it is gets audited like the mTLS one.
+    let audited = req
+        .app_data::<Listener>()
+        .is_none_or(|l| *l == Listener::Mtls);
     let interaction = interaction_id(req.headers());
     req.extensions_mut()
         .insert(InteractionId(interaction.clone()));
@@ -98,11 +103,29 @@ pub async fn mtls_edge(
 
     let res = next.call(req).await?;
 
-    let status = res.status();
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED.to_string());
+    let res = if audited {
+        let event = event_for(&res, &interaction, peer_ip, &method, &route, ts, started);
+        withhold_unless_recorded(res, event, &state).await
+    } else {
+        res.map_into_boxed_body()
+    };
+    Ok(finish(res, &interaction, &route, &method, started, &state))
+}
+
+fn event_for<B>(
+    res: &ServiceResponse<B>,
+    interaction: &str,
+    peer_ip: Option<std::net::IpAddr>,
+    method: &str,
+    route: &str,
+    ts: time::OffsetDateTime,
+    started: Instant,
+) -> AuditEvent {
+    let status = res.status();
     let note = res.response().extensions().get::<AuditNote>().copied();
     let ctx = res
         .request()
@@ -119,22 +142,32 @@ pub async fn mtls_edge(
         None if status.is_success() || status.is_redirection() => (Outcome::Allowed, None),
         None => (Outcome::Denied, Some(format!("http_{}", status.as_u16()))),
     };
-    let event = AuditEvent {
+    AuditEvent {
         ts: clock::timestamp(ts),
-        interaction_id: interaction.clone(),
+        interaction_id: interaction.to_string(),
         peer_ip,
         client_id: ctx.client_id,
         cert,
-        method: method.clone(),
-        route: route.clone(),
+        method: method.to_string(),
+        route: route.to_string(),
         status: status.as_u16(),
         outcome,
         reason,
         token_jti: ctx.token_jti,
         consent_id: ctx.consent_id,
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-    };
-    let res = match state.audit.record(event).await {
+    }
+}
+
+/// The response leaves only if its audit event was durably committed; otherwise a 503 with
+/// nothing of the original response in it.
+async fn withhold_unless_recorded(
+    res: ServiceResponse<impl MessageBody + 'static>,
+    event: AuditEvent,
+    state: &AppState,
+) -> ServiceResponse<BoxBody> {
+    let route = event.route.clone();
+    match state.audit.record(event).await {
         Ok(_) => res.map_into_boxed_body(),
         Err(e) => {
             tracing::error!(error = %e, %route, "audit commit failed; the response is withheld");
@@ -148,27 +181,7 @@ pub async fn mtls_edge(
             );
             ServiceResponse::new(req, HttpResponse::build(status).json(body))
         }
-    };
-    Ok(finish(res, &interaction, &route, &method, started, &state))
-}
-
-/// Public listener: interaction id and metrics; nothing here is customer data.
-pub async fn public_edge(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let started = Instant::now();
-    let state = state_of(&req)?;
-    let interaction = interaction_id(req.headers());
-    req.extensions_mut()
-        .insert(InteractionId(interaction.clone()));
-    let method = req.method().to_string();
-    let res = next.call(req).await?.map_into_boxed_body();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| UNMATCHED.to_string());
-    Ok(finish(res, &interaction, &route, &method, started, &state))
+    }
 }
 
 fn finish(

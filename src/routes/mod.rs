@@ -17,6 +17,7 @@ use crate::ops::Metrics;
 use crate::policy::Policy;
 use crate::state::SharedState;
 use crate::store::Store;
+use crate::tls::Listener;
 
 /// What every handler can reach. Built once by `startup`, shared by every worker.
 pub struct AppState {
@@ -58,6 +59,14 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
         "/open-banking/v3.1/cbpii/funds-confirmation-consents/{ConsentId}",
     ),
 ];
+
+/// The routes a listener serves.
+pub fn for_listener(listener: Listener) -> fn(&mut web::ServiceConfig) {
+    match listener {
+        Listener::Mtls => mtls,
+        Listener::Public => public,
+    }
+}
 
 /// The mTLS listener: authorization server, resource APIs (and, harmlessly, discovery).
 pub fn mtls(cfg: &mut web::ServiceConfig) {

@@ -66,6 +66,15 @@ pub struct HandshakeFailure {
 
 pub type FailureSink = Arc<dyn Fn(HandshakeFailure) + Send + Sync>;
 
+/// The two TLS listeners (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Client certificate required at the handshake: TPPs and operators.
+    Mtls,
+    /// No client certificate requested: discovery and browsers.
+    Public,
+}
+
 /// Both listeners' OpenSSL contexts, swapped atomically on reload.
 pub struct TlsFrontend {
     mtls: ArcSwap<SslAcceptor>,
@@ -99,11 +108,20 @@ impl TlsFrontend {
         self.self_signed.store(Arc::new(thumbprints));
     }
 
-    /// The mTLS handshake: a client certificate is required and must verify.
-    pub async fn accept_mtls(
+    /// The handshake of a connection that arrived on `listener`.
+    pub async fn accept(
         &self,
+        listener: Listener,
         tcp: TcpStream,
     ) -> Option<(TlsIo, Protocol, Option<SocketAddr>)> {
+        match listener {
+            Listener::Mtls => self.accept_mtls(tcp).await,
+            Listener::Public => self.accept_public(tcp).await,
+        }
+    }
+
+    /// The mTLS handshake: a client certificate is required and must verify.
+    async fn accept_mtls(&self, tcp: TcpStream) -> Option<(TlsIo, Protocol, Option<SocketAddr>)> {
         let peer = tcp.peer_addr().ok();
         let acceptor = self.mtls.load_full();
         let rejection: Arc<Mutex<Option<Rejection>>> = Arc::default();
@@ -132,10 +150,7 @@ impl TlsFrontend {
     }
 
     /// The public handshake: no client certificate is requested.
-    pub async fn accept_public(
-        &self,
-        tcp: TcpStream,
-    ) -> Option<(TlsIo, Protocol, Option<SocketAddr>)> {
+    async fn accept_public(&self, tcp: TcpStream) -> Option<(TlsIo, Protocol, Option<SocketAddr>)> {
         let peer = tcp.peer_addr().ok();
         let acceptor = self.public.load_full();
         let ssl = Ssl::new(acceptor.context()).ok()?;
@@ -339,6 +354,9 @@ fn mtls_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
     b.set_client_ca_list(ca_names);
     b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     b.set_session_id_context(b"obgate-mtls")?;
+    // One TLS 1.3 ticket is enough to resume; OpenSSL's default of two doubles the per-handshake
+    // ticket work (each carries the client certificate).
+    b.set_num_tickets(1)?;
     Ok(b.build())
 }
 

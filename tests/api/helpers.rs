@@ -50,6 +50,7 @@ pub struct TestApp {
     pub aisp_only: CertFiles,
     pub self_signed: CertFiles,
     pub store: Store,
+    pub reloader: obgate::startup::Reloader,
     handle: actix_server::ServerHandle,
 }
 
@@ -193,6 +194,8 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
 
     let ca = issue(&CertSpec::ca("test CA", t), None)?;
     ca.write(&pki_dir, "ca")?;
+    // Not configured unless a test sets tls.crl to it; revocation tests rewrite it and reload.
+    write_crl(&ca, &pki_dir.join("crl.pem"), &[])?;
     write(&issue(&CertSpec::server(t), Some(&ca))?, &pki_dir, "server")?;
     let tpp_a = write(
         &issue(
@@ -252,6 +255,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
     let app = Application::build(settings.clone()).await?;
     let (mtls, public, ops) = (app.mtls_addr(), app.public_addr(), app.ops_addr());
     let handle = app.handle();
+    let reloader = app.reloader();
     tokio::spawn(app.run_until_stopped());
 
     // Pin the bound ports into the config the CLI reads, so `obgate tpp token` finds us.
@@ -273,6 +277,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         aisp_only,
         self_signed,
         store,
+        reloader,
         handle,
     };
     let health = reqwest::Client::new();
@@ -308,4 +313,69 @@ pub fn payment_body(amount: &str) -> String {
     format!(
         r#"{{"Data":{{"Initiation":{{"InstructionIdentification":"ACME412","EndToEndIdentification":"FRESCO.21302.GFX.20","InstructedAmount":{{"Amount":"{amount}","Currency":"GBP"}},"CreditorAccount":{{"SchemeName":"UK.OBIE.SortCodeAccountNumber","Identification":"08080021325698","Name":"ACME Inc"}},"RemittanceInformation":{{"Reference":"FRESCO-101"}}}}}},"Risk":{{"PaymentContextCode":"EcommerceGoods"}}}}"#
     )
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match content.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// Writes a PEM CRL signed by `ca` that revokes `revoked` (possibly none).
+pub fn write_crl(ca: &Issued, path: &Path, revoked: &[&CertFiles]) -> TestResult {
+    use openssl::asn1::{Asn1Object, Asn1OctetString, Asn1Time};
+    use openssl::x509::{X509CrlBuilder, X509Extension, X509Revoked};
+    let mut b = X509CrlBuilder::new()?;
+    b.set_issuer_name(ca.cert.subject_name())?;
+    let (last, next) = (
+        Asn1Time::from_unix(now() - 60)?,
+        Asn1Time::from_unix(now() + DAY)?,
+    );
+    b.set_last_update(&last)?;
+    b.set_next_update(&next)?;
+    let key_id = ca
+        .cert
+        .subject_key_id()
+        .ok_or("CA has no SKI")?
+        .as_slice()
+        .to_vec();
+    let extensions = [
+        ("2.5.29.35", der(0x30, &der(0x80, &key_id))), // authorityKeyIdentifier
+        ("2.5.29.20", der(0x02, &[1])),                // cRLNumber
+    ];
+    for (oid, value) in extensions {
+        let oid = Asn1Object::from_str(oid)?;
+        let value = Asn1OctetString::new_from_bytes(&value)?;
+        b.append_extension(X509Extension::new_from_der(&oid, false, &value)?)?;
+    }
+    let when = obgate::clock::now();
+    let utc = format!(
+        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+        when.year() % 100,
+        u8::from(when.month()),
+        when.day(),
+        when.hour(),
+        when.minute(),
+        when.second()
+    );
+    for c in revoked {
+        let x = openssl::x509::X509::from_pem(&std::fs::read(&c.cert)?)?;
+        let mut serial = x.serial_number().to_bn()?.to_vec();
+        if serial.first().is_some_and(|b| b & 0x80 != 0) {
+            serial.insert(0, 0);
+        }
+        let entry = der(
+            0x30,
+            &[der(0x02, &serial), der(0x17, utc.as_bytes())].concat(),
+        );
+        b.add_revoked(X509Revoked::from_der(&entry)?)?;
+    }
+    b.sign(&ca.key, MessageDigest::sha256())?;
+    std::fs::write(path, b.build()?.to_pem()?)?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 mod audit;
 mod cli;
 mod helpers;
+mod ops;
 mod resources;
 mod tls;
 mod tokens;

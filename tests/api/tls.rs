@@ -315,3 +315,60 @@ async fn the_public_listener_never_requests_a_certificate() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_revoked_by_a_reloaded_crl_is_refused_at_the_handshake() -> TestResult {
+    let app =
+        spawn_app_with(|s| s.tls.crl = vec![s.tls.client_ca[0].with_file_name("crl.pem")]).await?;
+    let jwks =
+        |c: &CertFiles| -> Res<_> { Ok(app.client(c)?.get(format!("{}/jwks", app.mtls)).send()) };
+    assert_eq!(
+        jwks(&app.tpp_a)?.await?.status(),
+        200,
+        "an empty CRL revokes nothing"
+    );
+
+    let ca = obgate::pki::Issued::load(&app.ca, &app.path("pki/ca.key"))?;
+    write_crl(&ca, &app.path("pki/crl.pem"), &[&app.tpp_a])?;
+    assert_eq!(
+        jwks(&app.tpp_a)?.await?.status(),
+        200,
+        "CRLs take effect on reload, not before"
+    );
+    app.reloader.reload().await?;
+
+    assert!(
+        jwks(&app.tpp_a)?.await.is_err(),
+        "a revoked certificate passed the handshake"
+    );
+    let thumb = app.tpp_a.thumbprint()?;
+    let event = app
+        .await_audit(|e| {
+            e.cert_thumbprint.as_deref() == Some(thumb.as_str()) && e.route == "(tls-handshake)"
+        })
+        .await?;
+    assert!(
+        event
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("certificate_revoked")),
+        "{event:?}"
+    );
+    assert_eq!(
+        jwks(&app.tpp_b)?.await?.status(),
+        200,
+        "other certificates are unaffected"
+    );
+
+    std::fs::write(app.path("pki/crl.pem"), "not a CRL")?;
+    assert!(
+        app.reloader.reload().await.is_err(),
+        "a broken CRL must not be loaded"
+    );
+    assert_eq!(
+        jwks(&app.tpp_b)?.await?.status(),
+        200,
+        "a failed reload keeps the last good state"
+    );
+    Ok(())
+}

@@ -401,3 +401,30 @@ async fn a_self_signed_client_gets_and_uses_a_bound_token() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ps256_signing_is_configurable_and_its_key_is_published() -> TestResult {
+    let app = spawn_app_with(|s| s.oauth.signing_alg = "PS256".into()).await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let header = header_of(&token)?;
+    assert_eq!(header["alg"], "PS256");
+    let jwks: Value = app
+        .anonymous()?
+        .get(format!("{}/jwks", app.public))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = jwks["keys"]
+        .as_array()
+        .ok_or("no keys")?
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .ok_or("signing key not published")?;
+    assert_eq!(
+        (key["kty"].as_str(), key["alg"].as_str()),
+        (Some("RSA"), Some("PS256"))
+    );
+    assert_eq!(consent_get(&app, &app.tpp_a, &token).await?.status(), 201);
+    Ok(())
+}

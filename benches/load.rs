@@ -1,0 +1,241 @@
+//! Load generator: starts the release `obgate` on its embedded default with one worker, drives
+//! it over real mTLS from this process, and reports the server's CPU per operation (read from
+//! /proc, so the client's own work is not counted).
+//!
+//!     cargo bench --bench load            # OBGATE_BENCH_N=2000 to change the count
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVersion};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn free_port() -> Res<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Res<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(')').ok_or("bad stat")?.1;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+struct Server {
+    child: Child,
+    mtls: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Res<Server> {
+    let (mtls, public, ops) = (free_port()?, free_port()?, free_port()?);
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{mtls}\"\npublic_listen = \"127.0.0.1:{public}\"\n\
+             ops_listen = \"127.0.0.1:{ops}\"\nmtls_url = \"https://localhost:{mtls}\"\n\
+             public_url = \"https://localhost:{public}\"\nworkers = 1\n[policy]\ndir = \"{}\"\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies")
+        ),
+    )?;
+    let child = Command::new(env!("CARGO_BIN_EXE_obgate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let server = Server { child, mtls };
+    for _ in 0..500 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", ops)) {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            if out.starts_with("HTTP/1.1 200") {
+                return Ok(server);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err("server did not start".into())
+}
+
+fn connector(dir: &Path, version: SslVersion) -> Res<SslConnector> {
+    let pki = dir.join("data/pki");
+    let mut b = SslConnector::builder(SslMethod::tls_client())?;
+    b.set_ca_file(pki.join("ca.pem"))?;
+    b.set_certificate_file(pki.join("demo-tpp.pem"), SslFiletype::PEM)?;
+    b.set_private_key_file(pki.join("demo-tpp.key"), SslFiletype::PEM)?;
+    b.set_min_proto_version(Some(version))?;
+    b.set_max_proto_version(Some(version))?;
+    if version == SslVersion::TLS1_2 {
+        b.set_cipher_list("ECDHE-ECDSA-AES128-GCM-SHA256")?;
+    }
+    Ok(b.build())
+}
+
+fn connect(c: &SslConnector, port: u16) -> Res<BufReader<SslStream<TcpStream>>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_nodelay(true)?;
+    Ok(BufReader::new(c.connect("localhost", tcp)?))
+}
+
+/// One HTTP/1.1 exchange on a kept-alive connection; returns (status, body).
+fn exchange(conn: &mut BufReader<SslStream<TcpStream>>, request: &[u8]) -> Res<(u16, String)> {
+    conn.get_mut().write_all(request)?;
+    let mut line = String::new();
+    conn.read_line(&mut line)?;
+    let status: u16 = line.split(' ').nth(1).ok_or("no status")?.parse()?;
+    let mut length = 0;
+    loop {
+        line.clear();
+        conn.read_line(&mut line)?;
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse()?;
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body)?;
+    Ok((status, String::from_utf8(body)?))
+}
+
+fn measure(name: &str, pid: u32, n: usize, mut op: impl FnMut() -> Res<()>) -> Res<()> {
+    let cpu0 = cpu_seconds(pid)?;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        op()?;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = cpu_seconds(pid)? - cpu0;
+    println!(
+        "{name:<46} {n:>6} ops  {:>8.0} µs server CPU/op  {:>8.0} ops/s (one client, sequential)",
+        cpu / n as f64 * 1e6,
+        n as f64 / wall
+    );
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let n: usize = std::env::var("OBGATE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path())?;
+    let pid = server.child.id();
+    let port = server.mtls;
+    println!(
+        "obgate {} (release), one worker, pid {pid}",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    for (label, version) in [
+        (
+            "full mTLS handshake, TLS 1.3 (ECDSA P-256)",
+            SslVersion::TLS1_3,
+        ),
+        (
+            "full mTLS handshake, TLS 1.2 (ECDHE-ECDSA-AES128-GCM)",
+            SslVersion::TLS1_2,
+        ),
+    ] {
+        let c = connector(dir.path(), version)?;
+        measure(label, pid, n, || {
+            let mut conn = connect(&c, port)?;
+            let _ = conn.get_mut().shutdown();
+            Ok(())
+        })?;
+    }
+
+    let c = connector(dir.path(), SslVersion::TLS1_3)?;
+    let mut conn = connect(&c, port)?;
+    let form = "grant_type=client_credentials&client_id=demo-tpp&scope=accounts";
+    let token_request = format!(
+        "POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let mut token = String::new();
+    measure("POST /token (mint ES256, bound; audited)", pid, n, || {
+        let (status, body) = exchange(&mut conn, token_request.as_bytes())?;
+        if status != 200 {
+            return Err(format!("token: {status} {body}").into());
+        }
+        token = body;
+        Ok(())
+    })?;
+    let token: serde_json::Value = serde_json::from_str(&token)?;
+    let token = token["access_token"]
+        .as_str()
+        .ok_or("no token")?
+        .to_string();
+
+    let body = r#"{"Data":{"Permissions":["ReadAccountsBasic"]},"Risk":{}}"#;
+    let create = format!(
+        "POST /open-banking/v3.1/aisp/account-access-consents HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, created) = exchange(&mut conn, create.as_bytes())?;
+    if status != 201 {
+        return Err(format!("consent: {status} {created}").into());
+    }
+    let created: serde_json::Value = serde_json::from_str(&created)?;
+    let id = created["Data"]["ConsentId"].as_str().ok_or("no id")?;
+    let read = format!(
+        "GET /open-banking/v3.1/aisp/account-access-consents/{id} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    measure(
+        "GET consent (verify ES256 + binding + policy; audited)",
+        pid,
+        n,
+        || {
+            let (status, _) = exchange(&mut conn, read.as_bytes())?;
+            if status != 200 {
+                return Err(format!("read: {status}").into());
+            }
+            Ok(())
+        },
+    )?;
+    measure(
+        "POST consent (verify + validate + insert; audited)",
+        pid,
+        n,
+        || {
+            let (status, _) = exchange(&mut conn, create.as_bytes())?;
+            if status != 201 {
+                return Err(format!("create: {status}").into());
+            }
+            Ok(())
+        },
+    )?;
+    measure("GET /jwks keep-alive (no token; audited)", pid, n, || {
+        let (status, _) = exchange(&mut conn, b"GET /jwks HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        if status != 200 {
+            return Err(format!("jwks: {status}").into());
+        }
+        Ok(())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! The ops listener: metrics and health.
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_tokens_refusals_handshake_failures_and_certificate_expiry() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let res = app
+        .client(&app.tpp_b)?
+        .post(format!("{}{CONSENTS}", app.mtls))
+        .bearer_auth(&token)
+        .body(AAC_BODY)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 401);
+    let rogue = app.issue_untrusted("rogue")?;
+    assert!(
+        app.client(&rogue)?
+            .get(format!("{}/jwks", app.mtls))
+            .send()
+            .await
+            .is_err()
+    );
+    app.await_audit(|e| e.route == "(tls-handshake)").await?;
+
+    let text = reqwest::get(format!("{}/metrics", app.ops))
+        .await?
+        .text()
+        .await?;
+    for line in [
+        r#"obgate_tokens_issued_total{grant_type="client_credentials"} 1"#,
+        r#"obgate_http_requests_total{method="POST",route="/token",status="200"} 1"#,
+        r#"obgate_token_rejections_total{reason="binding_mismatch"} 1"#,
+        r#"obgate_client_cert_failures_total{reason="untrusted_issuer"} 1"#,
+        "obgate_audit_events_total 3",
+        r#"obgate_http_request_duration_seconds_count{method="POST",route="/token"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let expiry = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"obgate_client_cert_expiry_seconds{client_id="tpp-a"} "#))
+        .ok_or("no expiry gauge for tpp-a")?;
+    let expiry: f64 = expiry.parse()?;
+    assert!(expiry > now() as f64 + 300.0 * DAY as f64, "{expiry}");
+
+    let ready = reqwest::get(format!("{}/readyz", app.ops)).await?;
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await?;
+    assert_eq!(ready["audit"], "ok");
+    Ok(())
+}
