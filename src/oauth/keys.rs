@@ -87,6 +87,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// Loads the keys in `dir`, creating the key for `alg` if it is missing.
     pub fn load_or_create(dir: &Path, alg: SigningAlg) -> Result<Self, KeyError> {
+        super::jose::install();
         std::fs::create_dir_all(dir).map_err(|e| KeyError::Bad {
             path: dir.to_path_buf(),
             message: e.to_string(),
@@ -174,7 +175,7 @@ fn load_key(path: &Path, alg: SigningAlg) -> Result<SigningKey, KeyError> {
     let pem = pki::read(path)?;
     let key: PKey<Private> =
         PKey::private_key_from_pem(&pem).map_err(|_| bad("not a PEM private key"))?;
-    let pkcs8 = key.private_key_to_pem_pkcs8()?;
+    let pkcs8 = key.private_key_to_pkcs8()?;
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
     let (thumb_input, mut jwk, decoding, encoding) = match alg {
         SigningAlg::Es256 => {
@@ -193,7 +194,7 @@ fn load_key(path: &Path, alg: SigningAlg) -> Result<SigningKey, KeyError> {
             let thumb = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
             let decoding = DecodingKey::from_ec_components(&x, &y)?;
             let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y});
-            (thumb, jwk, decoding, EncodingKey::from_ec_pem(&pkcs8)?)
+            (thumb, jwk, decoding, EncodingKey::from_ec_der(&pkcs8))
         }
         SigningAlg::Ps256 => {
             let rsa = key.rsa().map_err(|_| bad("PS256 needs an RSA key"))?;
@@ -204,7 +205,7 @@ fn load_key(path: &Path, alg: SigningAlg) -> Result<SigningKey, KeyError> {
             let thumb = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
             let decoding = DecodingKey::from_rsa_components(&n, &e)?;
             let jwk = json!({"kty": "RSA", "n": n, "e": e});
-            (thumb, jwk, decoding, EncodingKey::from_rsa_pem(&pkcs8)?)
+            (thumb, jwk, decoding, EncodingKey::from_rsa_der(&pkcs8))
         }
     };
     let kid = b64(&hash(MessageDigest::sha256(), thumb_input.as_bytes())?);

@@ -3,6 +3,7 @@
 //! certificate-bound access tokens.
 
 pub mod clients;
+pub mod jose;
 pub mod keys;
 pub mod metadata;
 pub mod token;

@@ -116,7 +116,8 @@ impl TestApp {
     /// Signs arbitrary claims and header fields with the gateway's real signing key.
     pub fn forge(&self, header: Value, claims: &Value) -> Res<String> {
         let pem = std::fs::read(self.path("data/keys/es256.pem"))?;
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem)?;
+        let der = openssl::pkey::PKey::private_key_from_pem(&pem)?.private_key_to_pkcs8()?;
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&der);
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
