@@ -2,7 +2,7 @@
 //! it over real mTLS from this process, and reports the server's CPU per operation (read from
 //! /proc, so the client's own work is not counted).
 //!
-//!     cargo bench --bench load            # OBGATE_BENCH_N=2000 to change the count
+//!     cargo bench --bench load            # BENCH_N=2000 to change the count
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -77,7 +77,7 @@ fn start(dir: &Path) -> Res<Server> {
     Err("server did not start".into())
 }
 
-fn connector(dir: &Path, version: SslVersion) -> Res<SslConnector> {
+fn connector(dir: &Path, version: SslVersion, groups: Option<&str>) -> Res<SslConnector> {
     let pki = dir.join("data/pki");
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_ca_file(pki.join("ca.pem"))?;
@@ -87,6 +87,9 @@ fn connector(dir: &Path, version: SslVersion) -> Res<SslConnector> {
     b.set_max_proto_version(Some(version))?;
     if version == SslVersion::TLS1_2 {
         b.set_cipher_list("ECDHE-ECDSA-AES128-GCM-SHA256")?;
+    }
+    if let Some(groups) = groups {
+        b.set_groups_list(groups)?;
     }
     Ok(b.build())
 }
@@ -139,7 +142,7 @@ fn measure(name: &str, pid: u32, n: usize, mut op: impl FnMut() -> Res<()>) -> R
 }
 
 fn main() -> Res<()> {
-    let n: usize = std::env::var("OBGATE_BENCH_N")
+    let n: usize = std::env::var("BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
@@ -152,17 +155,25 @@ fn main() -> Res<()> {
         env!("CARGO_PKG_VERSION")
     );
 
-    for (label, version) in [
+    let handshakes = [
         (
-            "full mTLS handshake, TLS 1.3 (ECDSA P-256)",
+            "full mTLS handshake, TLS 1.3, X25519MLKEM768 (default)",
             SslVersion::TLS1_3,
+            None,
         ),
         (
-            "full mTLS handshake, TLS 1.2 (ECDHE-ECDSA-AES128-GCM)",
-            SslVersion::TLS1_2,
+            "full mTLS handshake, TLS 1.3, X25519 (OpenSSL 3.0 clients)",
+            SslVersion::TLS1_3,
+            Some("X25519"),
         ),
-    ] {
-        let c = connector(dir.path(), version)?;
+        (
+            "full mTLS handshake, TLS 1.2, ECDHE-ECDSA-AES128-GCM",
+            SslVersion::TLS1_2,
+            None,
+        ),
+    ];
+    for (label, version, groups) in handshakes {
+        let c = connector(dir.path(), version, groups)?;
         measure(label, pid, n, || {
             let mut conn = connect(&c, port)?;
             let _ = conn.get_mut().shutdown();
@@ -170,7 +181,7 @@ fn main() -> Res<()> {
         })?;
     }
 
-    let c = connector(dir.path(), SslVersion::TLS1_3)?;
+    let c = connector(dir.path(), SslVersion::TLS1_3, None)?;
     let mut conn = connect(&c, port)?;
     let form = "grant_type=client_credentials&client_id=demo-tpp&scope=accounts";
     let token_request = format!(
@@ -230,6 +241,49 @@ fn main() -> Res<()> {
             Ok(())
         },
     )?;
+    // Many clients at once: the audit writer commits their events in shared batches.
+    const CLIENTS: usize = 16;
+    let cpu0 = cpu_seconds(pid)?;
+    let t0 = Instant::now();
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (c, read) = (&c, &read);
+                scope.spawn(move || -> Result<(), String> {
+                    let mut conn = connect(c, port).map_err(|e| e.to_string())?;
+                    for _ in 0..n / CLIENTS {
+                        let (status, _) =
+                            exchange(&mut conn, read.as_bytes()).map_err(|e| e.to_string())?;
+                        if status != 200 {
+                            return Err(format!("read: {status}"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("client thread panicked".into()))
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = cpu_seconds(pid)? - cpu0;
+    let done = (n / CLIENTS * CLIENTS) as f64;
+    println!(
+        "{:<46} {:>6} ops  {:>8.0} µs server CPU/op  {:>8.0} ops/s ({CLIENTS} clients, keep-alive; handshakes included)",
+        "GET consent, concurrent",
+        done,
+        cpu / done * 1e6,
+        done / wall
+    );
     measure("GET /jwks keep-alive (no token; audited)", pid, n, || {
         let (status, _) = exchange(&mut conn, b"GET /jwks HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
         if status != 200 {
