@@ -77,17 +77,39 @@ impl TestApp {
         write(&issue(&spec, Some(&rogue))?, &self.path("pki"), name)
     }
 
+    /// An HTTP client presenting `c` over rustls: a TLS stack independent of the server's.
     pub fn client(&self, c: &CertFiles) -> Res<reqwest::Client> {
-        Ok(obgate::tpp::mtls_client(&c.cert, &c.key, &self.ca)?)
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(&c.cert)?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(&c.key)?;
+        let config = self.rustls()?.with_client_auth_cert(chain, key)?;
+        Ok(reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build()?)
     }
 
-    /// A TLS client with no certificate at all.
+    /// A rustls client with no certificate at all.
     pub fn anonymous(&self) -> Res<reqwest::Client> {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca)?)?;
+        let config = self.rustls()?.with_no_client_auth();
         Ok(reqwest::Client::builder()
-            .tls_backend_native()
-            .tls_certs_only([ca])
+            .tls_backend_preconfigured(config)
             .build()?)
+    }
+
+    fn rustls(
+        &self,
+    ) -> Res<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(&self.ca)? {
+            roots.add(ca?)?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots))
     }
 
     /// A client-credentials token for the client whose certificate is `c`.

@@ -8,12 +8,11 @@ use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use crate::helpers::*;
 
 /// An OpenSSL client for protocol-level checks the HTTP client cannot express.
-fn raw_connect(
-    addr: &str,
+fn openssl_client(
     app: &TestApp,
     cert: Option<&CertFiles>,
     configure: impl FnOnce(&mut openssl::ssl::SslConnectorBuilder) -> Res<()>,
-) -> Res<openssl::ssl::SslStream<TcpStream>> {
+) -> Res<SslConnector> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_ca_file(&app.ca)?;
     if let Some(c) = cert {
@@ -21,9 +20,19 @@ fn raw_connect(
         b.set_private_key_file(&c.key, openssl::ssl::SslFiletype::PEM)?;
     }
     configure(&mut b)?;
+    Ok(b.build())
+}
+
+/// Handshakes with `addr` and makes one request, so that a refusal shows however late it comes.
+fn raw_connect(
+    addr: &str,
+    app: &TestApp,
+    cert: Option<&CertFiles>,
+    configure: impl FnOnce(&mut openssl::ssl::SslConnectorBuilder) -> Res<()>,
+) -> Res<openssl::ssl::SslStream<TcpStream>> {
     let port = addr.rsplit(':').next().ok_or("no port")?;
     let tcp = TcpStream::connect(format!("127.0.0.1:{port}"))?;
-    let mut stream = b.build().connect("localhost", tcp)?;
+    let mut stream = openssl_client(app, cert, configure)?.connect("localhost", tcp)?;
     // With TLS 1.3 the server's verdict on our certificate arrives after our side finished:
     // a round trip makes it visible.
     use std::io::{Read, Write};
@@ -241,7 +250,11 @@ fn server_requests_certificate(addr: &str, app: &TestApp) -> Res<bool> {
         let mut server = TcpStream::connect(format!("127.0.0.1:{port}"))?;
         let mut client_to_server = client.try_clone()?;
         let mut server_to_client = server.try_clone()?;
-        std::thread::spawn(move || std::io::copy(&mut client_to_server, &mut server));
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut client_to_server, &mut server);
+            // Pass the client's close on, so the server closes too and the relay ends.
+            let _ = server.shutdown(std::net::Shutdown::Write);
+        });
         let mut buf = [0u8; 4096];
         loop {
             let n = server_to_client.read(&mut buf)?;
@@ -254,14 +267,11 @@ fn server_requests_certificate(addr: &str, app: &TestApp) -> Res<bool> {
             client.write_all(&buf[..n])?;
         }
     });
-    let mut b = SslConnector::builder(SslMethod::tls_client())?;
-    b.set_ca_file(&app.ca)?;
-    b.set_certificate_file(&app.tpp_a.cert, openssl::ssl::SslFiletype::PEM)?;
-    b.set_private_key_file(&app.tpp_a.key, openssl::ssl::SslFiletype::PEM)?;
-    b.set_max_proto_version(Some(SslVersion::TLS1_2))?;
-    let stream = b
-        .build()
-        .connect("localhost", TcpStream::connect(relay_addr)?)?;
+    let client = openssl_client(app, Some(&app.tpp_a), |b| {
+        b.set_max_proto_version(Some(SslVersion::TLS1_2))?;
+        Ok(())
+    })?;
+    let stream = client.connect("localhost", TcpStream::connect(relay_addr)?)?;
     drop(stream);
     let _ = thread.join();
     let bytes = seen.lock().map_err(|_| "poisoned")?.clone();
