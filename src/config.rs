@@ -57,6 +57,9 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// Trust anchors for TPP and operator client certificates.
     pub client_ca: Vec<PathBuf>,
+    /// The anchors among `client_ca` whose certificates may carry operator roles
+    /// (`O=obgate operators`, `OU=portal|auditor`); empty: no operators.
+    pub operator_ca: Vec<PathBuf>,
     /// PEM CRL files; when any is configured, every leaf certificate must be covered by one.
     pub crl: Vec<PathBuf>,
 }
@@ -140,6 +143,7 @@ impl Settings {
                 cert: pki.join("server.pem"),
                 key: pki.join("server.key"),
                 client_ca: vec![pki.join("ca.pem")],
+                operator_ca: vec![pki.join("ca.pem")],
                 crl: Vec::new(),
             },
             database: DatabaseSettings {
@@ -205,6 +209,18 @@ impl Settings {
                     "{field} must be an https:// URL without a trailing slash, got {url:?}"
                 )));
             }
+        }
+        if let Some(stray) = self
+            .tls
+            .operator_ca
+            .iter()
+            .find(|p| !self.tls.client_ca.contains(p))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "tls.operator_ca: {} is not among tls.client_ca, so no certificate it issued \
+                 could pass the handshake",
+                stray.display()
+            )));
         }
         if self.tls.client_ca.is_empty() {
             return Err(ConfigError::Invalid(
@@ -315,6 +331,7 @@ mod tests {
             env(&[
                 ("OBGATE_SERVER_PUBLIC_LISTEN", "127.0.0.1:1"),
                 ("OBGATE_TLS_CLIENT_CA", "a.pem, b.pem"),
+                ("OBGATE_TLS_OPERATOR_CA", "b.pem"),
                 ("HOME", "/root"),
             ]),
         )?;
@@ -324,6 +341,16 @@ mod tests {
             vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]
         );
         Ok(())
+    }
+
+    #[test]
+    fn an_operator_anchor_outside_the_trust_anchors_is_refused() {
+        let err = Settings::load(
+            None,
+            Path::new("/d"),
+            env(&[("OBGATE_TLS_OPERATOR_CA", "/elsewhere/ops.pem")]),
+        );
+        assert!(matches!(err, Err(ConfigError::Invalid(m)) if m.contains("tls.operator_ca")));
     }
 
     #[test]

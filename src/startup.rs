@@ -26,7 +26,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::routes::{self, AppState, PROTECTED_ROUTES};
 use crate::state::{SharedState, StateError};
 use crate::store::{Store, StoreError};
-use crate::tls::{Listener, PeerIdentity, Thumbprint, TlsError, TlsFrontend, TlsIo};
+use crate::tls::{Listener, Thumbprint, TlsError, TlsFrontend, TlsIo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -255,11 +255,12 @@ fn tls_service(
         .app_data(listener)
         .wrap(from_fn(routes::edge::edge))
         .configure(routes::for_listener(listener));
+    let identify = Arc::clone(&tls);
     let http = HttpService::<TlsIo, _, BoxBody>::build()
         .client_request_timeout(Duration::from_secs(10))
         .local_addr(addr)
-        .on_connect_ext(|io: &TlsIo, ext: &mut Extensions| {
-            ext.insert(PeerIdentity::from_session(io.ssl()));
+        .on_connect_ext(move |io: &TlsIo, ext: &mut Extensions| {
+            ext.insert(identify.identify(io.ssl()));
         })
         .finish(map_config(app, |()| AppConfig::default()));
     fn_service(move |tcp: TcpStream| {

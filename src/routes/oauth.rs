@@ -202,8 +202,9 @@ pub async fn token(
         }))
 }
 
-/// Token introspection (RFC 7662). Only the token's own client may introspect it; for any
-/// other caller the token is `{"active": false}` (RFC 7662 §2.2).
+/// Token introspection (RFC 7662). The token's own client may introspect it, and so may an
+/// operator (a certificate with an operator role, sending no `client_id`); for any other caller
+/// the token is `{"active": false}` (RFC 7662 §2.2).
 #[utoipa::path(post, path = "/introspect", tag = "authorization server",
     request_body(content = TokenActionRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -217,13 +218,26 @@ pub async fn introspect(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let form: TokenActionRequest = form(&req, &body)?;
-    let (client, _) = authenticate(&req, &state, form.client_id.as_deref()).await?;
+    let operator = form.client_id.is_none() && client_cert(&req).is_ok_and(|c| c.is_operator());
+    let caller = if operator {
+        None
+    } else {
+        Some(
+            authenticate(&req, &state, form.client_id.as_deref())
+                .await?
+                .0,
+        )
+    };
     let raw = form
         .token
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
     let now = clock::now().unix_timestamp();
     let body = match state.tokens.verify_unbound(&raw, &state.state, now).await {
-        Ok(claims) if claims.client_id == client.client_id.as_str() => {
+        Ok(claims)
+            if caller
+                .as_ref()
+                .is_none_or(|c| claims.client_id == c.client_id.as_str()) =>
+        {
             remember(&req, |ctx| ctx.token_jti = Some(claims.jti.clone()));
             IntrospectionResponse {
                 active: true,

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
 use crate::config::TlsSettings;
-pub use peer::{CertFacts, CertTrust, PeerIdentity, Thumbprint, VerifiedClientCert};
+pub use peer::{CertFacts, CertTrust, OperatorRole, PeerIdentity, Thumbprint, VerifiedClientCert};
 
 /// TLS 1.2 suites allowed by FAPI 1.0 Advanced §8.5 and BCP 195.
 pub const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
@@ -80,6 +80,7 @@ pub struct TlsFrontend {
     mtls: ArcSwap<SslAcceptor>,
     public: ArcSwap<SslAcceptor>,
     self_signed: Arc<ArcSwap<HashSet<Thumbprint>>>,
+    operator_anchors: ArcSwap<HashSet<Thumbprint>>,
     on_failure: FailureSink,
 }
 
@@ -89,6 +90,7 @@ impl TlsFrontend {
             mtls: ArcSwap::from_pointee(mtls_acceptor(settings)?),
             public: ArcSwap::from_pointee(public_acceptor(settings)?),
             self_signed: Arc::new(ArcSwap::from_pointee(HashSet::new())),
+            operator_anchors: ArcSwap::from_pointee(operator_anchors(settings)?),
             on_failure,
         })
     }
@@ -97,8 +99,10 @@ impl TlsFrontend {
     pub fn reload(&self, settings: &TlsSettings) -> Result<(), TlsError> {
         let mtls = mtls_acceptor(settings)?;
         let public = public_acceptor(settings)?;
+        let operators = operator_anchors(settings)?;
         self.mtls.store(Arc::new(mtls));
         self.public.store(Arc::new(public));
+        self.operator_anchors.store(Arc::new(operators));
         Ok(())
     }
 
@@ -106,6 +110,11 @@ impl TlsFrontend {
     /// such a certificate passes the handshake although no trust anchor issued it.
     pub fn set_self_signed(&self, thumbprints: HashSet<Thumbprint>) {
         self.self_signed.store(Arc::new(thumbprints));
+    }
+
+    /// Who is on the other end of an established connection.
+    pub fn identify(&self, ssl: &openssl::ssl::SslRef) -> PeerIdentity {
+        PeerIdentity::from_session(ssl, &self.operator_anchors.load())
     }
 
     /// The handshake of a connection that arrived on `listener`.
@@ -289,6 +298,25 @@ fn classify(
     })
 }
 
+fn read_certs(path: &Path) -> Result<Vec<X509>, TlsError> {
+    let pem = crate::pki::read(path).map_err(|e| file_err(path, e.to_string()))?;
+    let certs = X509::stack_from_pem(&pem).map_err(|_| file_err(path, "not a PEM certificate"))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no certificate in file"));
+    }
+    Ok(certs)
+}
+
+fn operator_anchors(settings: &TlsSettings) -> Result<HashSet<Thumbprint>, TlsError> {
+    let mut anchors = HashSet::new();
+    for path in &settings.operator_ca {
+        for ca in read_certs(path)? {
+            anchors.insert(Thumbprint::of(&ca)?);
+        }
+    }
+    Ok(anchors)
+}
+
 fn base_acceptor(settings: &TlsSettings) -> Result<SslAcceptorBuilder, TlsError> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
@@ -324,13 +352,7 @@ fn mtls_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
     let mut store = X509StoreBuilder::new()?;
     let mut ca_names = Stack::new()?;
     for path in &settings.client_ca {
-        let pem = crate::pki::read(path).map_err(|e| file_err(path, e.to_string()))?;
-        let certs =
-            X509::stack_from_pem(&pem).map_err(|_| file_err(path, "not a PEM certificate"))?;
-        if certs.is_empty() {
-            return Err(file_err(path, "no certificate in file"));
-        }
-        for ca in certs {
+        for ca in read_certs(path)? {
             ca_names.push(ca.subject_name().to_owned()?)?;
             store.add_cert(ca)?;
         }
@@ -371,10 +393,7 @@ fn public_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
 pub fn verify_with_trust_anchors(settings: &TlsSettings, cert: &X509) -> Result<(), String> {
     let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
     for path in &settings.client_ca {
-        let pem = crate::pki::read(path).map_err(|e| e.to_string())?;
-        for ca in X509::stack_from_pem(&pem)
-            .map_err(|_| format!("{}: not a PEM certificate", path.display()))?
-        {
+        for ca in read_certs(path).map_err(|e| e.to_string())? {
             store.add_cert(ca).map_err(|e| e.to_string())?;
         }
     }

@@ -1,6 +1,7 @@
 //! The verified client certificate, captured from the TLS connection when it is established and
 //! read by handlers through request extensions. Only this module can build one.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -60,6 +61,23 @@ pub enum CertTrust {
 #[derive(Clone, Debug)]
 pub struct VerifiedClientCert(Arc<CertInfo>);
 
+/// Operator roles (SPEC §1), carried as `OU` attributes of an operator certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorRole {
+    Portal,
+    Auditor,
+}
+
+impl OperatorRole {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "portal" => Some(Self::Portal),
+            "auditor" => Some(Self::Auditor),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct CertInfo {
     der: Vec<u8>,
@@ -70,6 +88,7 @@ struct CertInfo {
     serial: String,
     not_after: i64,
     trust: CertTrust,
+    operator_roles: Vec<OperatorRole>,
 }
 
 /// Facts about a certificate that was presented, whether or not it was accepted.
@@ -102,7 +121,11 @@ pub fn registration_record(cert: &X509Ref) -> Option<crate::store::CertRecord> {
 }
 
 impl VerifiedClientCert {
-    fn from_handshake(cert: &X509Ref, trust: CertTrust) -> Option<Self> {
+    fn from_handshake(
+        cert: &X509Ref,
+        trust: CertTrust,
+        operator_roles: Vec<OperatorRole>,
+    ) -> Option<Self> {
         let thumbprint = Thumbprint::of(cert).ok()?;
         let not_after = not_after_unix(cert)?;
         let subject_name = cert.subject_name();
@@ -115,6 +138,7 @@ impl VerifiedClientCert {
             serial: serial_hex(cert)?,
             not_after,
             trust,
+            operator_roles,
         })))
     }
 
@@ -146,6 +170,15 @@ impl VerifiedClientCert {
     pub fn trust(&self) -> CertTrust {
         self.0.trust
     }
+    /// Operator roles, when an operator trust anchor issued this certificate for an operator.
+    pub fn operator_roles(&self) -> &[OperatorRole] {
+        &self.0.operator_roles
+    }
+
+    pub fn is_operator(&self) -> bool {
+        !self.0.operator_roles.is_empty()
+    }
+
     pub fn facts(&self) -> CertFacts {
         CertFacts {
             thumbprint: Some(self.0.thumbprint_b64.clone()),
@@ -172,7 +205,10 @@ pub enum PeerIdentity {
 
 impl PeerIdentity {
     /// Reads the identity from an established TLS session, double-checking OpenSSL's verdict.
-    pub fn from_session(ssl: &SslRef) -> Self {
+    /// A certificate is an operator's only if its verified chain ends at one of
+    /// `operator_anchors` and its subject says so; on a resumed session, where OpenSSL keeps no
+    /// chain, it is not (fail closed: the operator does a full handshake next time).
+    pub fn from_session(ssl: &SslRef, operator_anchors: &HashSet<Thumbprint>) -> Self {
         let Some(cert) = ssl.peer_certificate() else {
             return Self::Absent;
         };
@@ -185,7 +221,18 @@ impl PeerIdentity {
         } else {
             return Self::Rejected("certificate verification failed");
         };
-        match VerifiedClientCert::from_handshake(&cert, trust) {
+        let anchored = trust == CertTrust::Chain
+            && ssl
+                .verified_chain()
+                .and_then(|chain| chain.iter().last())
+                .and_then(|anchor| Thumbprint::of(anchor).ok())
+                .is_some_and(|t| operator_anchors.contains(&t));
+        let roles = if anchored {
+            operator_roles(&cert)
+        } else {
+            Vec::new()
+        };
+        match VerifiedClientCert::from_handshake(&cert, trust, roles) {
             Some(v) => Self::Verified(v),
             None => Self::Rejected("certificate could not be read"),
         }
@@ -197,6 +244,21 @@ impl PeerIdentity {
             .cloned()
             .unwrap_or(PeerIdentity::Absent)
     }
+}
+
+/// The roles of a certificate whose subject names the operators' organisation.
+fn operator_roles(cert: &X509Ref) -> Vec<OperatorRole> {
+    let name = cert.subject_name();
+    let is_operator = name
+        .entries_by_nid(Nid::ORGANIZATIONNAME)
+        .any(|e| e.data().to_string().ok().as_deref() == Some(crate::pki::OPERATOR_ORG));
+    if !is_operator {
+        return Vec::new();
+    }
+    name.entries_by_nid(Nid::ORGANIZATIONALUNITNAME)
+        .filter_map(|e| e.data().to_string().ok())
+        .filter_map(|r| OperatorRole::parse(&r))
+        .collect()
 }
 
 fn serial_hex(cert: &X509Ref) -> Option<String> {

@@ -256,6 +256,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
     settings.tls.cert = pki_dir.join("server.pem");
     settings.tls.key = pki_dir.join("server.key");
     settings.tls.client_ca = vec![pki_dir.join("ca.pem")];
+    settings.tls.operator_ca = vec![pki_dir.join("ca.pem")];
     settings.policy.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
     customise(&mut settings);
 

@@ -428,3 +428,57 @@ async fn ps256_signing_is_configurable_and_its_key_is_published() -> TestResult 
     assert_eq!(consent_get(&app, &app.tpp_a, &token).await?.status(), 201);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_may_introspect_any_token_but_a_look_alike_from_another_anchor_may_not()
+-> TestResult {
+    // A second trusted CA, for TPPs only: not an operator trust anchor.
+    let partner = tempfile::tempdir()?;
+    let partner_ca = obgate::pki::issue(&obgate::pki::CertSpec::ca("partner CA", now()), None)?;
+    let (partner_ca_path, _) = partner_ca.write(partner.path(), "partner-ca")?;
+    let trust = partner_ca_path.clone();
+    let app = spawn_app_with(move |s| s.tls.client_ca.push(trust)).await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let introspect = |c: &CertFiles| -> Res<_> {
+        Ok(app
+            .client(c)?
+            .post(format!("{}/introspect", app.mtls))
+            .header("x-fapi-interaction-id", "operator-introspect")
+            .form(&[("token", token.as_str())])
+            .send())
+    };
+
+    let auditor = app.issue_trusted(
+        "auditor",
+        obgate::pki::CertSpec::operator("carol-auditor", &["auditor".to_string()], now()),
+    )?;
+    let res = introspect(&auditor)?.await?;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await?;
+    assert_eq!(body["active"], true);
+    assert_eq!(body["client_id"], "tpp-a");
+    assert_eq!(body["cnf"]["x5t#S256"], app.tpp_a.thumbprint()?);
+    let event = &app.audit_of("operator-introspect").await?[0];
+    assert_eq!(event.outcome, "allowed");
+    assert!(
+        event
+            .cert_subject
+            .as_deref()
+            .is_some_and(|s| s.contains("O=obgate operators"))
+    );
+
+    let look_alike = obgate::pki::issue(
+        &obgate::pki::CertSpec::operator("mallory", &["auditor".to_string()], now()),
+        Some(&partner_ca),
+    )?;
+    let (cert, key) = look_alike.write(&app.path("pki"), "mallory")?;
+    let res = introspect(&CertFiles { cert, key })?.await?;
+    assert_eq!(
+        res.status(),
+        400,
+        "not an operator, so it must name itself as a client"
+    );
+    let body: Value = res.json().await?;
+    assert_eq!(body["error"], "invalid_request");
+    Ok(())
+}
