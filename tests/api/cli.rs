@@ -203,3 +203,117 @@ async fn tpp_token_fetches_a_bound_token_with_the_oauth2_crate() -> TestResult {
     assert!(String::from_utf8(out.stderr)?.contains("invalid_client"));
     Ok(())
 }
+
+fn obgate(data: &std::path::Path, args: &[&str]) -> Res<std::process::Output> {
+    Ok(std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pki_init_and_issue_never_overwrite_and_check_their_arguments() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let out = obgate(&data, &["pki", "init"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in ["ca", "server", "demo-tpp", "operator"] {
+        assert!(data.join(format!("pki/{file}.pem")).is_file(), "{file}.pem");
+        assert!(data.join(format!("pki/{file}.key")).is_file(), "{file}.key");
+    }
+    let ca_before = std::fs::read(data.join("pki/ca.pem"))?;
+    let again = obgate(&data, &["pki", "init"])?;
+    assert!(String::from_utf8(again.stdout)?.contains("nothing created"));
+    assert_eq!(std::fs::read(data.join("pki/ca.pem"))?, ca_before);
+
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_string_lossy().to_string();
+    let issue = |extra: &[&str]| -> Res<std::process::Output> {
+        let mut args = vec!["pki", "issue", "--out", certs_arg.as_str()];
+        args.extend_from_slice(extra);
+        obgate(&data, &args)
+    };
+    let rsa = issue(&["--kind", "tpp", "--name", "acme", "--key-type", "rsa2048"])?;
+    assert!(
+        rsa.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rsa.stderr)
+    );
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(certs.join("acme.pem"))?)?;
+    assert!(cert.public_key()?.rsa().is_ok());
+    let subject = obgate::tls::peer::registration_record(&cert)
+        .ok_or("unreadable")?
+        .subject;
+    assert_eq!(subject, "CN=acme,OU=0015800001OBGATEDEV,O=acme,C=GB");
+
+    let twice = issue(&["--kind", "tpp", "--name", "acme"])?;
+    assert!(!twice.status.success());
+    assert!(String::from_utf8(twice.stderr)?.contains("never overwrites"));
+    let roles_on_tpp = issue(&["--kind", "tpp", "--name", "b", "--roles", "portal"])?;
+    assert!(String::from_utf8(roles_on_tpp.stderr)?.contains("--roles"));
+    let no_roles = issue(&["--kind", "operator", "--name", "ops"])?;
+    assert!(String::from_utf8(no_roles.stderr)?.contains("--roles is required"));
+    let bad_role = issue(&["--kind", "operator", "--name", "ops", "--roles", "root"])?;
+    assert!(String::from_utf8(bad_role.stderr)?.contains("unknown operator role"));
+    let ops = issue(&["--kind", "operator", "--name", "ops", "--roles", "auditor"])?;
+    assert!(ops.status.success());
+
+    let missing_ca = obgate(
+        &dir.path().join("elsewhere"),
+        &[
+            "pki", "issue", "--kind", "tpp", "--name", "x", "--out", &certs_arg,
+        ],
+    )?;
+    assert!(String::from_utf8(missing_ca.stderr)?.contains("pki init"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_client_registered_by_the_cli_is_accepted_after_reload() -> TestResult {
+    let app = spawn_app().await?;
+    let spec = obgate::pki::CertSpec::tpp("Solo Ltd", "0015800001SOLO", "solo-app", now());
+    let (cert, key) = obgate::pki::issue(&spec, None)?.write(&app.path("pki"), "solo")?;
+    let solo = CertFiles { cert, key };
+    assert!(
+        app.client(&solo)?
+            .get(format!("{}/jwks", app.mtls))
+            .send()
+            .await
+            .is_err()
+    );
+
+    let path = solo.cert.to_string_lossy().to_string();
+    let chained = app.cli(&[
+        "clients", "register", "--name", "Solo", "--cert", &path, "--roles", "AISP",
+    ])?;
+    assert!(
+        !chained.status.success(),
+        "a self-signed cert cannot use tls_client_auth"
+    );
+    let out = app.cli(&[
+        "clients",
+        "register",
+        "--name",
+        "Solo",
+        "--cert",
+        &path,
+        "--roles",
+        "AISP",
+        "--auth",
+        "self_signed_tls_client_auth",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.reloader.reload().await?;
+    let token = app.token(&solo, "solo-app", "accounts").await?;
+    assert_eq!(claims_of(&token)?["cnf"]["x5t#S256"], solo.thumbprint()?);
+    Ok(())
+}
