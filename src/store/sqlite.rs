@@ -335,38 +335,38 @@ impl SqliteStore {
 
     // ---- audit log ----
 
-    /// Appends a batch of chained events in one transaction: all or nothing.
+    /// Appends a batch of chained events as one statement (one implicit transaction): all or
+    /// nothing, in a single round trip to the database thread.
     pub async fn append_audit(&self, batch: &[AuditRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for e in batch {
-            sqlx::query(
-                "INSERT INTO audit_events (seq, ts, interaction_id, peer_ip, client_id, \
-                 cert_thumbprint, cert_subject, cert_serial, method, route, status, outcome, \
-                 reason, token_jti, consent_id, latency_us, prev_hash, hash) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-            )
-            .bind(e.seq)
-            .bind(&e.ts)
-            .bind(&e.interaction_id)
-            .bind(&e.peer_ip)
-            .bind(&e.client_id)
-            .bind(&e.cert_thumbprint)
-            .bind(&e.cert_subject)
-            .bind(&e.cert_serial)
-            .bind(&e.method)
-            .bind(&e.route)
-            .bind(e.status)
-            .bind(&e.outcome)
-            .bind(&e.reason)
-            .bind(&e.token_jti)
-            .bind(&e.consent_id)
-            .bind(e.latency_us)
-            .bind(&e.prev_hash)
-            .bind(&e.hash)
-            .execute(&mut *tx)
-            .await?;
+        if batch.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit_events (seq, ts, interaction_id, peer_ip, client_id, \
+             cert_thumbprint, cert_subject, cert_serial, method, route, status, outcome, reason, \
+             token_jti, consent_id, latency_us, prev_hash, hash) ",
+        );
+        insert.push_values(batch, |mut row, e| {
+            row.push_bind(e.seq)
+                .push_bind(&e.ts)
+                .push_bind(&e.interaction_id)
+                .push_bind(&e.peer_ip)
+                .push_bind(&e.client_id)
+                .push_bind(&e.cert_thumbprint)
+                .push_bind(&e.cert_subject)
+                .push_bind(&e.cert_serial)
+                .push_bind(&e.method)
+                .push_bind(&e.route)
+                .push_bind(e.status)
+                .push_bind(&e.outcome)
+                .push_bind(&e.reason)
+                .push_bind(&e.token_jti)
+                .push_bind(&e.consent_id)
+                .push_bind(e.latency_us)
+                .push_bind(&e.prev_hash)
+                .push_bind(&e.hash);
+        });
+        insert.build().execute(&self.pool).await?;
         Ok(())
     }
 
