@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clients::ClientId;
 use super::keys::KeyRing;
-use super::{OAuthError, Scope, ScopeSet};
+use super::{OAuthError, ScopeSet};
 use crate::state::SharedState;
 use crate::tls::{Thumbprint, VerifiedClientCert};
 
@@ -136,9 +136,6 @@ impl BoundToken {
     pub fn scopes(&self) -> &ScopeSet {
         &self.scopes
     }
-    pub fn has_scope(&self, scope: Scope) -> bool {
-        self.scopes.contains(scope)
-    }
     pub fn consent_id(&self) -> Option<&str> {
         self.claims.consent_id.as_deref()
     }
@@ -165,10 +162,6 @@ impl TokenService {
             issuer,
             audience,
         }
-    }
-
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
     }
 
     /// Mints a token bound to `cert`, valid for `lifetime` seconds from `now`.
