@@ -60,7 +60,8 @@ pub struct TlsSettings {
     /// The anchors among `client_ca` whose certificates may carry operator roles
     /// (`O=obgate operators`, `OU=portal|auditor`); empty: no operators.
     pub operator_ca: Vec<PathBuf>,
-    /// PEM CRL files; when any is configured, every leaf certificate must be covered by one.
+    /// PEM CRL files; when any is configured, every certificate below the trust anchor must be
+    /// covered by one.
     pub crl: Vec<PathBuf>,
 }
 
@@ -108,7 +109,7 @@ pub struct OAuthSettings {
 }
 
 /// `scheme://user:password@host` → `scheme://user:***@host`.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];

@@ -85,7 +85,6 @@ pub enum TokenRejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
     pub jti: String,
-    pub client_id: String,
 }
 
 impl TokenRejection {
@@ -215,10 +214,7 @@ impl TokenService {
         let claims = self.verify_signed(raw, now)?;
         match state.is_revoked(&claims.jti).await {
             Ok(false) => Ok(claims),
-            Ok(true) => Err(TokenRejection::Revoked(Signed {
-                jti: claims.jti,
-                client_id: claims.client_id,
-            })),
+            Ok(true) => Err(TokenRejection::Revoked(Signed { jti: claims.jti })),
             Err(_) => Err(TokenRejection::StateUnavailable),
         }
     }
@@ -238,10 +234,7 @@ impl TokenService {
             return Err(TokenRejection::BindingMismatch {
                 bound: claims.cnf.x5t_s256,
                 presented: cert.thumbprint_b64().to_string(),
-                token: Signed {
-                    jti: claims.jti,
-                    client_id: claims.client_id,
-                },
+                token: Signed { jti: claims.jti },
             });
         }
         let client_id =

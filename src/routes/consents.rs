@@ -2,7 +2,7 @@
 //! guard chain passed, and hands the work to `resources::consents`.
 
 use actix_web::http::header::{HeaderName, LOCATION};
-use actix_web::web::{Bytes, Data, Path};
+use actix_web::web::{Bytes, Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, delete, get, post};
 
 use super::AppState;
@@ -19,6 +19,25 @@ use crate::resources::consents::{
 };
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
+/// Consent requests are small; anything larger is refused unread.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads the body only once the guard chain has passed (handlers run after their extractors),
+/// so an unauthorised request is answered 401/403 whatever its body (SPEC §5: first failure).
+async fn read_body(payload: Payload) -> Result<Bytes, ApiError> {
+    match payload.to_bytes_limited(BODY_LIMIT).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "body_unreadable",
+            codes::INVALID_FORMAT,
+            None,
+            format!("the request body could not be read: {e}"),
+        )),
+        Err(_) => Err(ApiError::TooLarge(format!(
+            "the request body is larger than {BODY_LIMIT} bytes"
+        ))),
+    }
+}
 
 async fn create<K: ConsentKind>(
     req: &HttpRequest,
@@ -107,9 +126,10 @@ where
 pub async fn create_account_access_consent(
     req: HttpRequest,
     auth: Authorized,
-    body: Bytes,
+    payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload).await?;
     create::<AccountAccess>(&req, &auth, &body, &state, false).await
 }
 
@@ -168,9 +188,10 @@ pub async fn delete_account_access_consent(
 pub async fn create_domestic_payment_consent(
     req: HttpRequest,
     auth: Authorized,
-    body: Bytes,
+    payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload).await?;
     create::<DomesticPayment>(&req, &auth, &body, &state, true).await
 }
 
@@ -206,9 +227,10 @@ pub async fn get_domestic_payment_consent(
 pub async fn create_funds_confirmation_consent(
     req: HttpRequest,
     auth: Authorized,
-    body: Bytes,
+    payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload).await?;
     create::<FundsConfirmation>(&req, &auth, &body, &state, false).await
 }
 

@@ -101,7 +101,9 @@ pub async fn edge(
     let peer_ip = req.peer_addr().map(|a| a.ip());
     let method = req.method().to_string();
 
-    let res = next.call(req).await?;
+    // Handlers and extractors turn their errors into responses before this point; only a fault
+    // inside actix itself could surface here, and then no response is sent at all.
+    let res = next.call(req).await?.map_into_boxed_body();
 
     let route = res
         .request()
@@ -111,7 +113,7 @@ pub async fn edge(
         let event = event_for(&res, &interaction, peer_ip, &method, &route, ts, started);
         withhold_unless_recorded(res, event, &state).await
     } else {
-        res.map_into_boxed_body()
+        res
     };
     Ok(finish(res, &interaction, &route, &method, started, &state))
 }
@@ -162,13 +164,13 @@ fn event_for<B>(
 /// The response leaves only if its audit event was durably committed; otherwise a 503 with
 /// nothing of the original response in it.
 async fn withhold_unless_recorded(
-    res: ServiceResponse<impl MessageBody + 'static>,
+    res: ServiceResponse<BoxBody>,
     event: AuditEvent,
     state: &AppState,
 ) -> ServiceResponse<BoxBody> {
     let route = event.route.clone();
     match state.audit.record(event).await {
-        Ok(_) => res.map_into_boxed_body(),
+        Ok(_) => res,
         Err(e) => {
             tracing::error!(error = %e, %route, "audit commit failed; the response is withheld");
             let (req, _) = res.into_parts();
@@ -182,6 +184,12 @@ async fn withhold_unless_recorded(
             ServiceResponse::new(req, HttpResponse::build(status).json(body))
         }
     }
+}
+
+/// The method as a metrics label: a fixed set, so odd methods cannot mint label series.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER")
 }
 
 fn finish(
@@ -198,12 +206,12 @@ fn finish(
     state
         .metrics
         .http_requests
-        .with_label_values(&[route, method, res.status().as_str()])
+        .with_label_values(&[route, method_label(method), res.status().as_str()])
         .inc();
     state
         .metrics
         .http_duration
-        .with_label_values(&[route, method])
+        .with_label_values(&[route, method_label(method)])
         .observe(started.elapsed().as_secs_f64());
     res
 }

@@ -43,6 +43,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// The body is over the route's limit: 413, unread.
+    #[error("{0}")]
+    TooLarge(String),
     /// Something of ours failed; the cause is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -81,6 +84,7 @@ impl ApiError {
             Self::Forbidden(d) => d.reason(),
             Self::BadRequest { reason, .. } => reason,
             Self::NotFound(_) => "not_found",
+            Self::TooLarge(_) => "body_too_large",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -177,6 +181,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -242,6 +247,7 @@ impl ResponseError for ApiError {
                 }),
             ),
             Self::NotFound(m) => (ob_body(status, codes::NOT_FOUND, m, None), None),
+            Self::TooLarge(m) => (ob_body(status, codes::INVALID_FORMAT, m, None), None),
             Self::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (

@@ -37,10 +37,17 @@ impl FromRequest for Authorized {
     }
 }
 
-/// The verified certificate of this connection, or the 401 that explains its absence.
+/// The verified certificate of this connection, still valid now, or the 401 that explains why
+/// there is none.
 pub fn client_cert(req: &HttpRequest) -> Result<VerifiedClientCert, ApiError> {
     match PeerIdentity::of(req) {
-        PeerIdentity::Verified(cert) => Ok(cert),
+        PeerIdentity::Verified(cert) => match cert.still_valid(clock::now().unix_timestamp()) {
+            Ok(()) => Ok(cert),
+            Err(why) => Err(ApiError::InvalidToken {
+                reason: "certificate_stale",
+                description: why.to_string(),
+            }),
+        },
         PeerIdentity::Absent => Err(ApiError::InvalidToken {
             reason: "certificate_missing",
             description: "no client certificate on this connection; use the mTLS endpoint".into(),
@@ -105,11 +112,10 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
     {
         Ok(t) => t,
         Err(rejection) => {
+            // Which token was refused, but not whose: the presenter has not proven to be that
+            // client (the certificate fields of the event say who presented it).
             if let Some(signed) = rejection.signed() {
-                remember(req, |ctx| {
-                    ctx.client_id = Some(signed.client_id.clone());
-                    ctx.token_jti = Some(signed.jti.clone());
-                });
+                remember(req, |ctx| ctx.token_jti = Some(signed.jti.clone()));
             }
             state
                 .metrics

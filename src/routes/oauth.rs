@@ -15,7 +15,7 @@ use super::guard::client_cert;
 use crate::audit::Outcome;
 use crate::clock;
 use crate::oauth::clients::{Client, ClientId};
-use crate::oauth::token::Confirmation;
+use crate::oauth::token::{Confirmation, TokenRejection};
 use crate::oauth::{OAuthError, client_credentials_scope};
 use crate::tls::VerifiedClientCert;
 
@@ -130,22 +130,22 @@ async fn authenticate(
     state: &AppState,
     client_id: Option<&str>,
 ) -> Result<(Client, VerifiedClientCert), ApiError> {
-    let cert = client_cert(req).map_err(|_| {
-        OAuthError::InvalidClient("a verified client certificate is required".into())
-    })?;
+    let cert = client_cert(req).map_err(|e| OAuthError::InvalidClient(e.to_string()))?;
     let client_id = client_id.ok_or_else(|| {
         OAuthError::InvalidRequest("client_id is required with mTLS client authentication".into())
     })?;
     let client_id: ClientId = client_id
         .parse()
         .map_err(|_| OAuthError::InvalidClient(format!("unknown client {client_id:?}")))?;
-    remember(req, |ctx| ctx.client_id = Some(client_id.to_string()));
     let client = state
         .store
         .client(&client_id)
         .await?
         .ok_or_else(|| OAuthError::InvalidClient(format!("unknown client {client_id}")))?;
     client.authenticate(&cert)?;
+    remember(req, |ctx| {
+        ctx.client_id = Some(client.client_id.to_string())
+    });
     Ok((client, cert))
 }
 
@@ -289,7 +289,14 @@ pub async fn revoke(
         .token
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
     let now = clock::now().unix_timestamp();
-    if let Ok(claims) = state.tokens.verify_unbound(&raw, &state.state, now).await {
+    let verified = state.tokens.verify_unbound(&raw, &state.state, now).await;
+    if let Err(TokenRejection::StateUnavailable) = verified {
+        return Err(OAuthError::TemporarilyUnavailable(
+            "revocation state is unavailable; nothing was revoked, try again".into(),
+        )
+        .into());
+    }
+    if let Ok(claims) = verified {
         remember(&req, |ctx| ctx.token_jti = Some(claims.jti.clone()));
         if claims.client_id != client.client_id.as_str() {
             return Err(OAuthError::UnauthorizedClient(

@@ -19,7 +19,7 @@ impl SharedState {
     pub fn connect(url: &str) -> Result<Self, StateError> {
         match url {
             "memory://" | "memory:" => Ok(Self::Memory(memory::MemoryState::default())),
-            other => Err(StateError::UnsupportedUrl(other.to_string())),
+            other => Err(StateError::UnsupportedUrl(crate::config::redact_url(other))),
         }
     }
 

@@ -68,7 +68,7 @@ impl SqliteStore {
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+            .ok_or_else(|| StoreError::UnsupportedUrl(crate::config::redact_url(url)))?;
         let file = path.split('?').next().unwrap_or(path);
         if let Some(dir) = Path::new(file)
             .parent()

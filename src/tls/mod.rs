@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub struct TlsFrontend {
     public: ArcSwap<SslAcceptor>,
     self_signed: Arc<ArcSwap<HashSet<Thumbprint>>>,
     operator_anchors: ArcSwap<HashSet<Thumbprint>>,
+    /// Bumped by every reload; connections verified under an older one are refused.
+    generation: Arc<AtomicU64>,
     on_failure: FailureSink,
 }
 
@@ -91,6 +94,7 @@ impl TlsFrontend {
             public: ArcSwap::from_pointee(public_acceptor(settings)?),
             self_signed: Arc::new(ArcSwap::from_pointee(HashSet::new())),
             operator_anchors: ArcSwap::from_pointee(operator_anchors(settings)?),
+            generation: Arc::new(AtomicU64::new(0)),
             on_failure,
         })
     }
@@ -103,6 +107,7 @@ impl TlsFrontend {
         self.mtls.store(Arc::new(mtls));
         self.public.store(Arc::new(public));
         self.operator_anchors.store(Arc::new(operators));
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -114,7 +119,7 @@ impl TlsFrontend {
 
     /// Who is on the other end of an established connection.
     pub fn identify(&self, ssl: &openssl::ssl::SslRef) -> PeerIdentity {
-        PeerIdentity::from_session(ssl, &self.operator_anchors.load())
+        PeerIdentity::from_session(ssl, &self.operator_anchors.load(), &self.generation)
     }
 
     /// The handshake of a connection that arrived on `listener`.
@@ -370,7 +375,9 @@ fn mtls_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
                 .load_crl_file(path, openssl::ssl::SslFiletype::PEM)
                 .map_err(|_| file_err(path, "not a PEM CRL"))?;
         }
-        store.set_flags(X509VerifyFlags::CRL_CHECK)?;
+        // Every certificate in the chain below the anchor must be covered by a CRL, so a
+        // revoked intermediate CA takes its whole subtree down with it.
+        store.set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)?;
     }
     b.set_verify_cert_store(store.build())?;
     b.set_client_ca_list(ca_names);

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::HttpRequest;
 use base64::Engine;
@@ -89,6 +90,9 @@ struct CertInfo {
     not_after: i64,
     trust: CertTrust,
     operator_roles: Vec<OperatorRole>,
+    /// The trust configuration this connection was verified under, and the live one.
+    generation: u64,
+    live_generation: Arc<AtomicU64>,
 }
 
 /// Facts about a certificate that was presented, whether or not it was accepted.
@@ -125,6 +129,7 @@ impl VerifiedClientCert {
         cert: &X509Ref,
         trust: CertTrust,
         operator_roles: Vec<OperatorRole>,
+        generation: &Arc<AtomicU64>,
     ) -> Option<Self> {
         let thumbprint = Thumbprint::of(cert).ok()?;
         let not_after = not_after_unix(cert)?;
@@ -139,6 +144,8 @@ impl VerifiedClientCert {
             not_after,
             trust,
             operator_roles,
+            generation: generation.load(Ordering::Acquire),
+            live_generation: Arc::clone(generation),
         })))
     }
 
@@ -175,6 +182,22 @@ impl VerifiedClientCert {
         &self.0.operator_roles
     }
 
+    /// Whether the handshake's verdict still stands for a request made `now`: the certificate
+    /// has not expired since, and certificates, trust anchors and CRLs have not been reloaded
+    /// since (a revocation must reach connections that are already open).
+    pub fn still_valid(&self, now: i64) -> Result<(), &'static str> {
+        if self.0.live_generation.load(Ordering::Acquire) != self.0.generation {
+            return Err(
+                "trust anchors or CRLs were reloaded after this connection was \
+                        established; reconnect so the certificate is checked again",
+            );
+        }
+        if now >= self.0.not_after {
+            return Err("the client certificate has expired");
+        }
+        Ok(())
+    }
+
     pub fn is_operator(&self) -> bool {
         !self.0.operator_roles.is_empty()
     }
@@ -208,7 +231,11 @@ impl PeerIdentity {
     /// A certificate is an operator's only if its verified chain ends at one of
     /// `operator_anchors` and its subject says so; on a resumed session, where OpenSSL keeps no
     /// chain, it is not (fail closed: the operator does a full handshake next time).
-    pub fn from_session(ssl: &SslRef, operator_anchors: &HashSet<Thumbprint>) -> Self {
+    pub fn from_session(
+        ssl: &SslRef,
+        operator_anchors: &HashSet<Thumbprint>,
+        generation: &Arc<AtomicU64>,
+    ) -> Self {
         let Some(cert) = ssl.peer_certificate() else {
             return Self::Absent;
         };
@@ -232,7 +259,7 @@ impl PeerIdentity {
         } else {
             Vec::new()
         };
-        match VerifiedClientCert::from_handshake(&cert, trust, roles) {
+        match VerifiedClientCert::from_handshake(&cert, trust, roles, generation) {
             Some(v) => Self::Verified(v),
             None => Self::Rejected("certificate could not be read"),
         }

@@ -103,6 +103,13 @@ async fn every_refusal_that_reaches_http_leaves_exactly_one_event_with_its_reaso
             "{id}"
         );
     }
+    for unproven in ["i-binding", "i-token"] {
+        let e = &app.audit_of(unproven).await?[0];
+        assert_eq!(
+            e.client_id, None,
+            "{unproven}: a client id nobody proved is not recorded"
+        );
+    }
     let binding = &app.audit_of("i-binding").await?[0];
     assert_eq!(
         binding.cert_thumbprint.as_deref(),

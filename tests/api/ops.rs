@@ -24,10 +24,23 @@ async fn metrics_count_tokens_refusals_handshake_failures_and_certificate_expiry
     );
     app.await_audit(|e| e.route == "(tls-handshake)").await?;
 
+    let odd = reqwest::Method::from_bytes(b"BREW")?;
+    let res = app
+        .anonymous()?
+        .request(odd, format!("{}/jwks", app.public))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 404);
+
     let text = reqwest::get(format!("{}/metrics", app.ops))
         .await?
         .text()
         .await?;
+    assert!(
+        !text.contains("BREW"),
+        "a client-chosen method became a label"
+    );
+    assert!(text.contains(r#"method="OTHER""#));
     for line in [
         r#"obgate_tokens_issued_total{grant_type="client_credentials"} 1"#,
         r#"obgate_http_requests_total{method="POST",route="/token",status="200"} 1"#,

@@ -285,3 +285,33 @@ async fn a_missing_token_is_401_and_a_token_in_the_query_string_is_400() -> Test
     assert_eq!(res.status(), 404);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_is_answered_by_the_guard_first_and_refused_unread_after_it() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let http = app.client(&app.tpp_a)?;
+    let big = format!(
+        r#"{{"Data":{{"Permissions":["ReadBalances"]}},"Risk":{{"x":"{}"}}}}"#,
+        "a".repeat(300 * 1024)
+    );
+    let res = http
+        .post(format!("{}{CONSENTS}", app.mtls))
+        .bearer_auth("not-a-token")
+        .body(big.clone())
+        .send()
+        .await?;
+    assert_eq!(
+        res.status(),
+        401,
+        "the token is the first failure, not the body"
+    );
+    let res = http
+        .post(format!("{}{CONSENTS}", app.mtls))
+        .bearer_auth(&token)
+        .body(big)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 413);
+    Ok(())
+}

@@ -317,6 +317,15 @@ async fn a_certificate_revoked_by_a_reloaded_crl_is_refused_at_the_handshake() -
         "an empty CRL revokes nothing"
     );
 
+    // A connection opened before the revocation, kept alive across it.
+    let kept = app.client(&app.tpp_a)?;
+    let token_request = || {
+        kept.post(format!("{}/token", app.mtls))
+            .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-a")])
+            .send()
+    };
+    assert_eq!(token_request().await?.status(), 200);
+
     let ca = obgate::pki::Issued::load(&app.ca, &app.path("pki/ca.key"))?;
     write_crl(&ca, &app.path("pki/crl.pem"), &[&app.tpp_a])?;
     assert_eq!(
@@ -327,6 +336,13 @@ async fn a_certificate_revoked_by_a_reloaded_crl_is_refused_at_the_handshake() -
     app.reloader.reload().await?;
 
     assert_refused_at_handshake(&app, &app.tpp_a, "certificate_revoked").await?;
+    // The open connection (still pooled: the server keeps idle connections 5 s) may not go on
+    // under the old verdict.
+    let res = token_request().await?;
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().await?;
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains("reloaded"), "{body}");
     assert_eq!(
         jwks(&app.tpp_b)?.await?.status(),
         200,
