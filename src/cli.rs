@@ -398,6 +398,7 @@ pub fn new_client(
             auth_method: auth,
             subject_dn,
             cert_thumbprints: vec![record.thumbprint.clone()],
+            cert_issuers: vec![record.issuer.clone()],
             redirect_uris: redirect_uris.to_vec(),
             created_at: clock::ob_datetime(clock::now()),
         },

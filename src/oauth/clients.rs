@@ -188,6 +188,9 @@ pub struct Client {
     /// `tls_client_auth_subject_dn` (RFC 8705 §2.1.2), RFC 4514 form.
     pub subject_dn: Option<String>,
     pub cert_thumbprints: Vec<String>,
+    /// Issuer DNs of the client's registered certificates: `tls_client_auth` accepts the
+    /// registered subject only from one of these issuers, not from any trusted CA.
+    pub cert_issuers: Vec<String>,
     pub redirect_uris: Vec<String>,
     pub created_at: String,
 }
@@ -207,6 +210,14 @@ impl Client {
                     return Err(OAuthError::InvalidClient(
                         "tls_client_auth needs a certificate issued by a trusted CA".into(),
                     ));
+                }
+                if !self.cert_issuers.iter().any(|i| i == cert.issuer()) {
+                    return Err(OAuthError::InvalidClient(format!(
+                        "certificate issuer {:?} did not issue any certificate registered for \
+                         client {}",
+                        cert.issuer(),
+                        self.client_id
+                    )));
                 }
                 if self.subject_dn.as_deref() != Some(cert.subject()) {
                     return Err(OAuthError::InvalidClient(format!(

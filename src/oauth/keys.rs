@@ -1,6 +1,7 @@
 //! Token-signing keys and the JWKS. ES256 by default, PS256 configurable (both FAPI-approved).
-//! Every key in the keys directory is published, so a rotated-out key keeps verifying the
-//! tokens it signed until they expire.
+//! The active key is `es256.pem` or `ps256.pem` in the keys directory; every other `*.pem` there
+//! is published too, so rotating is: rename the active file, restart (a new key is made), and
+//! delete the old file once the tokens it signed have expired.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -102,14 +103,22 @@ impl KeyRing {
             let pem = key.private_key_to_pem_pkcs8()?;
             write_private(&active_path, &pem)?;
         }
-        let active = load_key(&active_path, alg)?;
-        let mut others = Vec::new();
-        for other in [SigningAlg::Es256, SigningAlg::Ps256] {
-            let path = dir.join(other.file_name());
-            if other != alg && path.exists() {
-                others.push(load_key(&path, other)?);
-            }
-        }
+        let active = load_key(&active_path, Some(alg))?;
+        // Every other key file is a key rotated out (or the other algorithm's): it signs
+        // nothing but stays published until the operator deletes it.
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| KeyError::Bad {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "pem") && *p != active_path)
+            .collect();
+        paths.sort();
+        let others = paths
+            .iter()
+            .map(|p| load_key(p, None))
+            .collect::<Result<Vec<_>, _>>()?;
         let ring = Self { active, others };
         ring.self_test()?;
         Ok(ring)
@@ -167,7 +176,8 @@ fn write_private(path: &Path, pem: &[u8]) -> Result<(), KeyError> {
     f.sync_all().map_err(bad)
 }
 
-fn load_key(path: &Path, alg: SigningAlg) -> Result<SigningKey, KeyError> {
+/// Loads a signing key; its algorithm is `alg`, or follows from the key type when `None`.
+fn load_key(path: &Path, alg: Option<SigningAlg>) -> Result<SigningKey, KeyError> {
     let bad = |message: &str| KeyError::Bad {
         path: path.to_path_buf(),
         message: message.to_string(),
@@ -175,6 +185,12 @@ fn load_key(path: &Path, alg: SigningAlg) -> Result<SigningKey, KeyError> {
     let pem = pki::read(path)?;
     let key: PKey<Private> =
         PKey::private_key_from_pem(&pem).map_err(|_| bad("not a PEM private key"))?;
+    let alg = match (alg, key.id()) {
+        (Some(alg), _) => alg,
+        (None, openssl::pkey::Id::EC) => SigningAlg::Es256,
+        (None, openssl::pkey::Id::RSA) => SigningAlg::Ps256,
+        (None, _) => return Err(bad("not an EC P-256 or RSA key")),
+    };
     let pkcs8 = key.private_key_to_pkcs8()?;
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
     let (thumb_input, mut jwk, decoding, encoding) = match alg {
@@ -238,6 +254,18 @@ mod tests {
         assert!(rotated.find(&first.active().kid).is_some());
         let jwks = rotated.jwks();
         assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+
+        // Rotation within an algorithm: the old key file is renamed, a new one is made, and
+        // tokens signed by the old one still verify until it is deleted.
+        std::fs::rename(
+            dir.path().join("es256.pem"),
+            dir.path().join("es256-2026-11.pem"),
+        )
+        .map_err(|e| KeyError::Alg(e.to_string()))?;
+        let renewed = KeyRing::load_or_create(dir.path(), SigningAlg::Es256)?;
+        assert_ne!(renewed.active().kid, first.active().kid);
+        assert!(renewed.find(&first.active().kid).is_some());
+        assert_eq!(renewed.jwks()["keys"].as_array().map(Vec::len), Some(3));
         Ok(())
     }
 }

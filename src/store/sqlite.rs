@@ -31,6 +31,7 @@ struct ClientRow {
     redirect_uris: String,
     created_at: String,
     thumbprints: String,
+    issuers: String,
 }
 
 impl ClientRow {
@@ -49,6 +50,17 @@ impl ClientRow {
                 .filter(|t| !t.is_empty())
                 .map(str::to_string)
                 .collect(),
+            cert_issuers: {
+                let mut issuers: Vec<String> = self
+                    .issuers
+                    .split(ISSUER_SEPARATOR)
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                issuers.sort();
+                issuers.dedup();
+                issuers
+            },
             redirect_uris: serde_json::from_str(&self.redirect_uris)
                 .map_err(|e| corrupt(e.to_string()))?,
             created_at: self.created_at.clone(),
@@ -59,8 +71,13 @@ impl ClientRow {
 const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.auth_method, \
      c.subject_dn, c.redirect_uris, c.created_at, \
      COALESCE((SELECT group_concat(thumbprint, ',') FROM client_certificates cc \
-               WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS thumbprints \
+               WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS thumbprints, \
+     COALESCE((SELECT group_concat(issuer, char(31)) FROM client_certificates cc \
+               WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS issuers \
      FROM clients c";
+
+/// Separates issuer DNs in one column: the ASCII unit separator, which DNs do not contain.
+const ISSUER_SEPARATOR: char = '\u{1f}';
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at a `sqlite://PATH` URL and migrates it.

@@ -482,3 +482,35 @@ async fn an_operator_may_introspect_any_token_but_a_look_alike_from_another_anch
     assert_eq!(body["error"], "invalid_request");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registered_subject_from_another_trusted_ca_does_not_authenticate_the_client()
+-> TestResult {
+    let partner = tempfile::tempdir()?;
+    let partner_ca = obgate::pki::issue(&obgate::pki::CertSpec::ca("partner CA", now()), None)?;
+    let (partner_ca_path, _) = partner_ca.write(partner.path(), "partner-ca")?;
+    let trust = partner_ca_path.clone();
+    let app = spawn_app_with(move |s| s.tls.client_ca.push(trust)).await?;
+    // Same subject as tpp-a, different (but trusted) issuer.
+    let twin = obgate::pki::issue(
+        &obgate::pki::CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-a", now()),
+        Some(&partner_ca),
+    )?;
+    let (cert, key) = twin.write(&app.path("pki"), "twin")?;
+    let res = app
+        .client(&CertFiles { cert, key })?
+        .post(format!("{}/token", app.mtls))
+        .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-a")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await?;
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("issuer")),
+        "{body}"
+    );
+    Ok(())
+}
