@@ -316,6 +316,20 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
     Err("server did not become healthy".into())
 }
 
+/// An app that also trusts a second CA, for TPPs only (not an operator anchor); returns that CA.
+pub async fn spawn_app_with_partner_ca() -> Res<(TestApp, Issued)> {
+    let partner_ca = issue(&CertSpec::ca("partner CA", now()), None)?;
+    let pem = partner_ca.cert_pem()?;
+    let app = spawn_app_with(move |s| {
+        let path = s.tls.client_ca[0].with_file_name("partner-ca.pem");
+        // Should the write fail, the server refuses to start and names the missing file.
+        let _ = std::fs::write(&path, &pem);
+        s.tls.client_ca.push(path);
+    })
+    .await?;
+    Ok((app, partner_ca))
+}
+
 /// Decodes a JWT's payload without verifying it (tests only).
 pub fn claims_of(token: &str) -> Res<Value> {
     let payload = token.split('.').nth(1).ok_or("not a JWT")?;

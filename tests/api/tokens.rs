@@ -432,12 +432,7 @@ async fn ps256_signing_is_configurable_and_its_key_is_published() -> TestResult 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_may_introspect_any_token_but_a_look_alike_from_another_anchor_may_not()
 -> TestResult {
-    // A second trusted CA, for TPPs only: not an operator trust anchor.
-    let partner = tempfile::tempdir()?;
-    let partner_ca = obgate::pki::issue(&obgate::pki::CertSpec::ca("partner CA", now()), None)?;
-    let (partner_ca_path, _) = partner_ca.write(partner.path(), "partner-ca")?;
-    let trust = partner_ca_path.clone();
-    let app = spawn_app_with(move |s| s.tls.client_ca.push(trust)).await?;
+    let (app, partner_ca) = spawn_app_with_partner_ca().await?;
     let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     let introspect = |c: &CertFiles| -> Res<_> {
         Ok(app
@@ -486,11 +481,7 @@ async fn an_operator_may_introspect_any_token_but_a_look_alike_from_another_anch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registered_subject_from_another_trusted_ca_does_not_authenticate_the_client()
 -> TestResult {
-    let partner = tempfile::tempdir()?;
-    let partner_ca = obgate::pki::issue(&obgate::pki::CertSpec::ca("partner CA", now()), None)?;
-    let (partner_ca_path, _) = partner_ca.write(partner.path(), "partner-ca")?;
-    let trust = partner_ca_path.clone();
-    let app = spawn_app_with(move |s| s.tls.client_ca.push(trust)).await?;
+    let (app, partner_ca) = spawn_app_with_partner_ca().await?;
     // Same subject as tpp-a, different (but trusted) issuer.
     let twin = obgate::pki::issue(
         &obgate::pki::CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-a", now()),
