@@ -168,11 +168,11 @@ async fn withhold_unless_recorded(
     event: AuditEvent,
     state: &AppState,
 ) -> ServiceResponse<BoxBody> {
-    let route = event.route.clone();
     match state.audit.record(event).await {
         Ok(_) => res,
         Err(e) => {
-            tracing::error!(error = %e, %route, "audit commit failed; the response is withheld");
+            let path = res.request().path();
+            tracing::error!(error = %e, %path, "audit commit failed; the response is withheld");
             let (req, _) = res.into_parts();
             let status = StatusCode::SERVICE_UNAVAILABLE;
             let body = ob_body(

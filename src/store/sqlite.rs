@@ -44,23 +44,8 @@ impl ClientRow {
             roles: Role::parse_list(&self.roles).map_err(corrupt)?,
             auth_method: AuthMethod::from_str(&self.auth_method).map_err(corrupt)?,
             subject_dn: self.subject_dn.clone(),
-            cert_thumbprints: self
-                .thumbprints
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect(),
-            cert_issuers: {
-                let mut issuers: Vec<String> = self
-                    .issuers
-                    .split(ISSUER_SEPARATOR)
-                    .filter(|i| !i.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                issuers.sort();
-                issuers.dedup();
-                issuers
-            },
+            cert_thumbprints: list(&self.thumbprints, ','),
+            cert_issuers: list(&self.issuers, ISSUER_SEPARATOR),
             redirect_uris: serde_json::from_str(&self.redirect_uris)
                 .map_err(|e| corrupt(e.to_string()))?,
             created_at: self.created_at.clone(),
@@ -78,6 +63,18 @@ const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.au
 
 /// Separates issuer DNs in one column: the ASCII unit separator, which DNs do not contain.
 const ISSUER_SEPARATOR: char = '\u{1f}';
+
+/// A `group_concat` column as a sorted list without duplicates.
+fn list(column: &str, separator: char) -> Vec<String> {
+    let mut items: Vec<String> = column
+        .split(separator)
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .collect();
+    items.sort();
+    items.dedup();
+    items
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at a `sqlite://PATH` URL and migrates it.

@@ -248,17 +248,19 @@ impl PeerIdentity {
         } else {
             return Self::Rejected("certificate verification failed");
         };
-        let anchored = trust == CertTrust::Chain
+        // The subject is read first: hashing the trust anchor is only worth it for the few
+        // connections that claim to be an operator's.
+        let mut roles = operator_roles(&cert);
+        let anchored = !roles.is_empty()
+            && trust == CertTrust::Chain
             && ssl
                 .verified_chain()
                 .and_then(|chain| chain.iter().last())
                 .and_then(|anchor| Thumbprint::of(anchor).ok())
                 .is_some_and(|t| operator_anchors.contains(&t));
-        let roles = if anchored {
-            operator_roles(&cert)
-        } else {
-            Vec::new()
-        };
+        if !anchored {
+            roles.clear();
+        }
         match VerifiedClientCert::from_handshake(&cert, trust, roles, generation) {
             Some(v) => Self::Verified(v),
             None => Self::Rejected("certificate could not be read"),
