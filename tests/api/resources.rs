@@ -315,3 +315,53 @@ async fn a_large_body_is_answered_by_the_guard_first_and_refused_unread_after_it
     assert_eq!(res.status(), 413);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_headers_and_ids_of_the_wrong_kind_are_handled() -> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts payments").await?;
+    let http = app.client(&app.tpp_a)?;
+
+    let res = http
+        .post(format!("{}{PAYMENT_CONSENTS}", app.mtls))
+        .bearer_auth(&token)
+        .header("x-idempotency-key", "k".repeat(41))
+        .body(payment_body("1.00"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 400);
+    let err: Value = res.json().await?;
+    assert_eq!(err["Errors"][0]["Path"], "x-idempotency-key");
+
+    let created: Value = http
+        .post(format!("{}{CONSENTS}", app.mtls))
+        .bearer_auth(&token)
+        .header("x-fapi-interaction-id", "not an id; DROP TABLE")
+        .body(AAC_BODY)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["Data"]["ConsentId"].as_str().ok_or("no id")?;
+    let res = http
+        .get(format!("{}{PAYMENT_CONSENTS}/{id}", app.mtls))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(
+        res.status(),
+        404,
+        "an account-access consent is no payment consent"
+    );
+
+    let events = app.audit().await?;
+    assert!(events.iter().all(|e| !e.interaction_id.contains("DROP")));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.consent_id.as_deref() == Some(id))
+            .all(|e| uuid::Uuid::parse_str(&e.interaction_id).is_ok()),
+        "an unusable interaction id is replaced by a UUID"
+    );
+    Ok(())
+}

@@ -505,3 +505,31 @@ async fn the_registered_subject_from_another_trusted_ca_does_not_authenticate_th
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_that_are_not_one_clean_form_are_invalid_requests() -> TestResult {
+    let app = spawn_app().await?;
+    let http = app.client(&app.tpp_a)?;
+    let cases = [
+        (
+            "application/json",
+            r#"{"grant_type":"client_credentials","client_id":"tpp-a"}"#,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "grant_type=client_credentials&grant_type=password&client_id=tpp-a",
+        ),
+    ];
+    for (content_type, body) in cases {
+        let res = http
+            .post(format!("{}/token", app.mtls))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(res.status(), 400, "{body}");
+        let err: Value = res.json().await?;
+        assert_eq!(err["error"], "invalid_request", "{body}: {err}");
+    }
+    Ok(())
+}
