@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::oauth::clients::{AuthMethod, Client, ClientId, ClientStatus, Role};
 use crate::pki::{self, CertSpec, DevPki, KeyType, OPERATOR_ORG, OPERATOR_ROLES};
 use crate::policy::{Policy, PolicyError};
+use crate::resources::sandbox;
 use crate::routes::PROTECTED_ROUTES;
 use crate::startup::Application;
 use crate::store::{NewClient, Store};
@@ -114,6 +115,9 @@ pub enum ClientsCommand {
         /// Client id; defaults to the certificate's CN (the software id).
         #[arg(long)]
         client_id: Option<String>,
+        /// JWK Set file with the client's public signing keys (for signed request objects).
+        #[arg(long)]
+        jwks: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -153,6 +157,42 @@ pub enum TppCommand {
         /// Client id (default: the certificate's CN).
         #[arg(long)]
         client_id: Option<String>,
+    },
+    /// Walk a customer consent: create the consent (unless --consent-id), push the
+    /// authorization request (PAR + PKCE), print the page to open, then exchange the code from
+    /// the URL the browser lands on for certificate-bound tokens (via the oauth2 crate).
+    ConsentFlow {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// CA that issued the gateway's server certificate (default: the dev CA).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// accounts, payments or fundsconfirmations.
+        #[arg(long)]
+        scope: String,
+        /// An existing consent awaiting authorisation; otherwise one is created.
+        #[arg(long)]
+        consent_id: Option<String>,
+        /// Payment amount in GBP when creating a payment consent.
+        #[arg(long, default_value = "10.00")]
+        amount: String,
+        /// Sort code + account number to check, when creating a funds-confirmation consent.
+        #[arg(long)]
+        debtor_account: Option<String>,
+        /// A redirect URI registered for the client.
+        #[arg(long, default_value = "https://localhost/callback")]
+        redirect_uri: String,
+        /// Client id (default: the certificate's CN).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// mTLS base URL (default: server.mtls_url).
+        #[arg(long)]
+        url: Option<String>,
+        /// The issuer, base of /authorize (default: server.public_url).
+        #[arg(long)]
+        issuer: Option<String>,
     },
 }
 
@@ -215,6 +255,82 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
             println!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tpp(TppCommand::ConsentFlow {
+            cert,
+            key,
+            ca,
+            scope,
+            consent_id,
+            amount,
+            debtor_account,
+            redirect_uri,
+            client_id,
+            url,
+            issuer,
+        }) => {
+            let s = settings(&cli)?;
+            let ca = ca
+                .clone()
+                .unwrap_or_else(|| DevPki::new(&cli.data_dir).path("ca.pem"));
+            let mtls = url.clone().unwrap_or(s.server.mtls_url);
+            let issuer = issuer.clone().unwrap_or(s.server.public_url);
+            let client_id = match client_id {
+                Some(id) => id.clone(),
+                None => crate::tpp::client_id_of(cert)?,
+            };
+            let http = crate::tpp::mtls_client(cert, key, &ca)?;
+            let consent_id = match consent_id {
+                Some(id) => id.clone(),
+                None => {
+                    let token: serde_json::Value = serde_json::from_str(
+                        &crate::tpp::client_credentials_token(
+                            cert,
+                            key,
+                            &ca,
+                            &mtls,
+                            Some(&client_id),
+                            Some(scope),
+                        )
+                        .await?,
+                    )?;
+                    let access = token["access_token"].as_str().unwrap_or_default();
+                    let id = crate::tpp::create_consent(
+                        &http,
+                        &mtls,
+                        access,
+                        scope,
+                        amount,
+                        debtor_account.as_deref(),
+                    )
+                    .await?;
+                    eprintln!("created consent {id}");
+                    id
+                }
+            };
+            let flow = crate::tpp::start_consent_flow(
+                &http,
+                &mtls,
+                &issuer,
+                &format!("{issuer}/authorize"),
+                &client_id,
+                redirect_uri,
+                &format!("openid {scope}"),
+                &consent_id,
+            )
+            .await?;
+            eprintln!(
+                "\nOpen this in a browser and sign in as a sandbox customer:\n\n  {}\n",
+                flow.authorize_url
+            );
+            eprintln!("Then paste the address the browser was sent to ({redirect_uri}?code=...):");
+            let mut callback = String::new();
+            std::io::stdin()
+                .read_line(&mut callback)
+                .context("reading the callback URL from stdin")?;
+            let tokens = crate::tpp::finish_consent_flow(&http, flow, callback.trim()).await?;
+            println!("{}", serde_json::to_string_pretty(&tokens)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(cmd) => audit_command(&cli, cmd).await,
@@ -400,6 +516,7 @@ pub fn new_client(
             cert_thumbprints: vec![record.thumbprint.clone()],
             cert_issuers: vec![record.issuer.clone()],
             redirect_uris: redirect_uris.to_vec(),
+            jwks: None,
             created_at: clock::ob_datetime(clock::now()),
         },
         cert: record,
@@ -420,9 +537,10 @@ async fn clients_command(cli: &Cli, cmd: &ClientsCommand) -> anyhow::Result<Exit
             auth,
             redirect_uris,
             client_id,
+            jwks,
             json,
         } => {
-            let new = new_client(
+            let mut new = new_client(
                 &s,
                 cert,
                 name,
@@ -431,6 +549,13 @@ async fn clients_command(cli: &Cli, cmd: &ClientsCommand) -> anyhow::Result<Exit
                 redirect_uris,
                 client_id.as_deref(),
             )?;
+            if let Some(path) = jwks {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                crate::oauth::request_object::parse_client_jwks(&text)
+                    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                new.client.jwks = Some(text);
+            }
             store.insert_client(&new, &stamp).await?;
             if *json {
                 println!("{}", serde_json::json!({"client_id": new.client.client_id}));
@@ -553,6 +678,33 @@ async fn prepare_embedded(cli: &Cli, s: &Settings) -> anyhow::Result<()> {
             .insert_client(&new, &clock::ob_datetime(clock::now()))
             .await?;
     }
+    if let Some(credentials) = sandbox::seed(&store, clock::now()).await? {
+        let path = cli.data_dir.join(SANDBOX_CUSTOMERS);
+        let text: String = credentials
+            .iter()
+            .map(|(user, password)| format!("{user} {password}\n"))
+            .collect();
+        write_private(&path, &text)?;
+        tracing::info!(file = %path.display(), "seeded the sandbox bank");
+    }
+    Ok(())
+}
+
+/// Where the embedded default writes the sandbox customers' passwords.
+const SANDBOX_CUSTOMERS: &str = "sandbox-customers.txt";
+
+/// Writes a file only its owner can read (it holds passwords).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -583,7 +735,17 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn banner(cli: &Cli, s: &Settings) -> String {
-    let dev = DevPki::new(&std::path::absolute(&cli.data_dir).unwrap_or(cli.data_dir.clone()));
+    let data_dir = std::path::absolute(&cli.data_dir).unwrap_or(cli.data_dir.clone());
+    let dev = DevPki::new(&data_dir);
+    let customers_file = data_dir.join(SANDBOX_CUSTOMERS);
+    let customers: String = std::fs::read_to_string(&customers_file)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(u, p)| format!("  {u:<8} password {p}\n"))
+                .collect()
+        })
+        .unwrap_or_else(|_| "  (none: this data dir was not seeded by obgate serve)\n".into());
     let mtls = &s.server.mtls_url;
     let tls = format!(
         "--cacert {} --cert {} --key {}",
@@ -608,8 +770,19 @@ As the demo TPP: get a token bound to your certificate, then create a consent wi
     -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     -d '{{"Data":{{"Permissions":["ReadAccountsBasic","ReadBalances"]}},"Risk":{{}}}}' \
     {mtls}/open-banking/v3.1/aisp/account-access-consents
+
+Sandbox bank customers (sign in at the consent page; also in {customers_file}):
+{customers}
+Walk a customer through a consent (prints the page to open, then exchanges the code):
+
+  obgate tpp consent-flow --cert {cert} --key {key} --client-id demo-tpp --scope accounts
+
+Customers manage what they shared at {public}/connected-apps
 "#,
         public = s.server.public_url,
         ops = s.server.ops_listen,
+        cert = dev.path("demo-tpp.pem").display(),
+        key = dev.path("demo-tpp.key").display(),
+        customers_file = customers_file.display(),
     )
 }

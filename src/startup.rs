@@ -42,6 +42,8 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error("upstream HTTP client: {0}")]
+    Upstream(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr} ({which}): {source}")]
@@ -109,6 +111,11 @@ impl Application {
             metadata::document(&settings.server.public_url, &settings.server.mtls_url, alg)
                 .to_string();
         let jwks = keys.jwks().to_string();
+        let upstream_http = reqwest::Client::builder()
+            .tls_backend_native()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| StartupError::Upstream(e.to_string()))?;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
@@ -146,6 +153,7 @@ impl Application {
             metrics,
             metadata,
             jwks,
+            upstream_http,
         });
 
         let mtls_factory = {

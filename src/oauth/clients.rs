@@ -192,6 +192,8 @@ pub struct Client {
     /// registered subject only from one of these issuers, not from any trusted CA.
     pub cert_issuers: Vec<String>,
     pub redirect_uris: Vec<String>,
+    /// The client's public signing keys (RFC 7517 JWK Set), for signed request objects.
+    pub jwks: Option<String>,
     pub created_at: String,
 }
 

@@ -10,20 +10,31 @@ pub fn document(public_url: &str, mtls_url: &str, alg: SigningAlg) -> Value {
     let token = format!("{mtls_url}/token");
     let introspection = format!("{mtls_url}/introspect");
     let revocation = format!("{mtls_url}/revoke");
+    let par = format!("{mtls_url}/par");
     let auth_methods = ["tls_client_auth", "self_signed_tls_client_auth"];
     json!({
         "issuer": public_url,
         "jwks_uri": format!("{public_url}/jwks"),
+        "authorization_endpoint": format!("{public_url}/authorize"),
         "token_endpoint": token,
+        "pushed_authorization_request_endpoint": par,
+        "require_pushed_authorization_requests": true,
         "introspection_endpoint": introspection,
         "revocation_endpoint": revocation,
         "mtls_endpoint_aliases": {
             "token_endpoint": token,
+            "pushed_authorization_request_endpoint": par,
             "introspection_endpoint": introspection,
             "revocation_endpoint": revocation,
         },
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_object_signing_alg_values_supported": ["ES256", "PS256"],
+        "claims_parameter_supported": true,
+        "claims_supported": ["openbanking_intent_id"],
         "scopes_supported": Scope::ALL.map(Scope::as_str),
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,

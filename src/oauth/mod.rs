@@ -2,10 +2,13 @@
 //! authentication, scopes, grants, signing keys, and the minting and verification of
 //! certificate-bound access tokens.
 
+pub mod authorize;
 pub mod clients;
+pub mod grants;
 pub mod jose;
 pub mod keys;
 pub mod metadata;
+pub mod request_object;
 pub mod token;
 
 use std::collections::BTreeSet;
@@ -29,6 +32,11 @@ pub enum OAuthError {
     InvalidScope(String),
     #[error("unsupported_grant_type")]
     UnsupportedGrantType(String),
+    #[error("unsupported_response_type")]
+    UnsupportedResponseType(String),
+    /// RFC 9101 §6.3.
+    #[error("invalid_request_object")]
+    InvalidRequestObject(String),
     #[error("server_error")]
     ServerError(String),
     #[error("temporarily_unavailable")]
@@ -45,6 +53,8 @@ impl OAuthError {
             | Self::UnauthorizedClient(d)
             | Self::InvalidScope(d)
             | Self::UnsupportedGrantType(d)
+            | Self::UnsupportedResponseType(d)
+            | Self::InvalidRequestObject(d)
             | Self::ServerError(d)
             | Self::TemporarilyUnavailable(d) => d,
         }

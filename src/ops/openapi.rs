@@ -12,7 +12,8 @@ use crate::resources::consents::{
     RemittanceInformation,
 };
 use crate::routes::oauth::{
-    IntrospectionResponse, OAuthErrorBody, TokenActionRequest, TokenRequest, TokenResponse,
+    IntrospectionResponse, OAuthErrorBody, ParRequest, ParResponse, TokenActionRequest,
+    TokenRequest, TokenResponse,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +28,7 @@ use crate::routes::oauth::{
     ),
     paths(
         crate::routes::oauth::token,
+        crate::routes::oauth::par,
         crate::routes::oauth::introspect,
         crate::routes::oauth::revoke,
         crate::routes::discovery::oauth_metadata,
@@ -39,13 +41,27 @@ use crate::routes::oauth::{
         crate::routes::consents::get_domestic_payment_consent,
         crate::routes::consents::create_funds_confirmation_consent,
         crate::routes::consents::get_funds_confirmation_consent,
+        crate::routes::banking::list_accounts,
+        crate::routes::banking::get_account,
+        crate::routes::banking::get_balances,
+        crate::routes::banking::get_transactions,
+        crate::routes::banking::create_payment,
+        crate::routes::banking::get_payment,
+        crate::routes::banking::confirm_funds,
+        crate::routes::authorize::authorize,
+        crate::routes::authorize::authorize_login,
+        crate::routes::authorize::authorize_decision,
+        crate::routes::authorize::connected_apps,
+        crate::routes::authorize::connected_apps_login,
+        crate::routes::authorize::connected_apps_revoke,
+        crate::routes::authorize::connected_apps_logout,
         crate::ops::healthz,
         crate::ops::readyz,
         crate::ops::metrics_text,
         crate::ops::openapi_json,
     ),
     components(schemas(
-        TokenRequest, TokenResponse, OAuthErrorBody, TokenActionRequest, IntrospectionResponse,
+        TokenRequest, TokenResponse, ParRequest, ParResponse, OAuthErrorBody, TokenActionRequest, IntrospectionResponse,
         Confirmation, AccountAccessConsentRequest, AccountAccessConsentDetails, Permission,
         DomesticPaymentConsentRequest, DomesticPaymentConsentDetails, DomesticInitiation, Amount,
         CashAccount, RemittanceInformation, FundsConfirmationConsentRequest,

@@ -12,9 +12,16 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::oauth::clients::Role;
+use crate::oauth::grants::GrantSettings;
 use crate::oauth::{Scope, ScopeSet};
+use crate::resources::consents::Permission;
+
+/// Consent kinds a route may require (the `consents.kind` values).
+pub const CONSENT_KINDS: [&str; 3] = ["account-access", "domestic-payment", "funds-confirmation"];
 
 pub const POLICY_FILE: &str = "access.toml";
+/// Refresh tokens live 90 days unless the policy or the consent's expiry says less.
+const DEFAULT_REFRESH_LIFETIME: i64 = 90 * 86_400;
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 /// One mistake in a policy file, located by line, column and field.
@@ -56,7 +63,11 @@ pub enum PolicyError {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     tokens: RawTokens,
+    #[serde(default)]
+    authorization: RawAuthorization,
     roles: BTreeMap<String, Spanned<RawRole>>,
+    #[serde(default)]
+    upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
 }
@@ -65,6 +76,24 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawTokens {
     access_token_lifetime_secs: Spanned<i64>,
+    refresh_token_lifetime_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    refresh_token_rotation: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuthorization {
+    #[serde(default)]
+    require_signed_request_object: bool,
+    request_uri_lifetime_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Spanned<String>,
+    timeout_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -80,19 +109,43 @@ struct RawRoute {
     route: Spanned<String>,
     role: Spanned<String>,
     scope: Spanned<String>,
+    consent: Option<Spanned<String>>,
+    permissions: Option<Vec<Spanned<String>>>,
+    upstream: Option<Spanned<String>>,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// A core-banking system a route's requests are sent to instead of the sandbox bank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    /// Base URL; the request's path and query are appended.
+    pub url: String,
+    pub timeout_secs: u64,
+}
+
+/// What a route needs of the consent behind the token: its kind, and (when listed) at least
+/// one of these permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRule {
+    pub kind: &'static str,
+    pub any_of: Vec<Permission>,
+}
+
+#[derive(Clone, Debug)]
 struct Rule {
     role: Role,
     scope: Scope,
+    consent: Option<ConsentRule>,
+    upstream: Option<Upstream>,
 }
 
 /// Proof that the policy allows this request. Only [`Policy::decide`] builds one.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Permit {
     role: Role,
     scope: Scope,
+    consent: Option<ConsentRule>,
+    upstream: Option<Upstream>,
 }
 
 impl Permit {
@@ -101,6 +154,14 @@ impl Permit {
     }
     pub fn scope(&self) -> Scope {
         self.scope
+    }
+    /// The consent this route needs behind the token, if any.
+    pub fn consent(&self) -> Option<&ConsentRule> {
+        self.consent.as_ref()
+    }
+    /// Where to send the request instead of the sandbox bank, if configured.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.as_ref()
     }
 }
 
@@ -128,6 +189,9 @@ impl Denied {
 #[derive(Debug)]
 pub struct Policy {
     access_token_lifetime: i64,
+    grants: GrantSettings,
+    require_signed_request_object: bool,
+    request_uri_lifetime: i64,
     role_scopes: HashMap<Role, ScopeSet>,
     /// route template → [(method, rule)]
     rules: HashMap<String, Vec<(String, Rule)>>,
@@ -180,6 +244,65 @@ impl Policy {
                 "tokens.access_token_lifetime_secs",
                 format!("{} is outside 30..=3600 seconds", lifetime.get_ref()),
             ));
+        }
+
+        let refresh_lifetime = match &raw.tokens.refresh_token_lifetime_secs {
+            Some(l) if !(300..=400 * 86_400).contains(l.get_ref()) => {
+                issues.push(at(
+                    l.span(),
+                    "tokens.refresh_token_lifetime_secs",
+                    format!("{} is outside 300..=34560000 seconds", l.get_ref()),
+                ));
+                0
+            }
+            Some(l) => *l.get_ref(),
+            None => DEFAULT_REFRESH_LIFETIME,
+        };
+
+        let request_uri_lifetime = match &raw.authorization.request_uri_lifetime_secs {
+            Some(l) if !(1..=600).contains(l.get_ref()) => {
+                issues.push(at(
+                    l.span(),
+                    "authorization.request_uri_lifetime_secs",
+                    format!("{} is outside 1..=600 seconds (FAPI 2.0)", l.get_ref()),
+                ));
+                0
+            }
+            Some(l) => *l.get_ref(),
+            None => crate::oauth::authorize::REQUEST_URI_LIFETIME,
+        };
+
+        let mut upstreams = HashMap::new();
+        for (name, up) in &raw.upstreams {
+            let field = format!("upstreams.{name}");
+            let u = up.get_ref();
+            let url = u.url.get_ref().trim_end_matches('/');
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || reqwest::Url::parse(url).is_err() {
+                issues.push(at(
+                    u.url.span(),
+                    &format!("{field}.url"),
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+                continue;
+            }
+            let timeout = u.timeout_secs.as_ref().map_or(10, |t| *t.get_ref());
+            if !(1..=120).contains(&timeout) {
+                issues.push(at(
+                    up.span(),
+                    &format!("{field}.timeout_secs"),
+                    format!("{timeout} is outside 1..=120 seconds"),
+                ));
+                continue;
+            }
+            upstreams.insert(
+                name.clone(),
+                Upstream {
+                    name: name.clone(),
+                    url: url.to_string(),
+                    timeout_secs: timeout,
+                },
+            );
         }
 
         let mut role_scopes = HashMap::new();
@@ -258,6 +381,65 @@ impl Policy {
                 ));
                 continue;
             }
+            let consent = match &r.consent {
+                None => None,
+                Some(kind) => match CONSENT_KINDS.iter().find(|k| **k == kind.get_ref()) {
+                    Some(k) => Some(ConsentRule {
+                        kind: k,
+                        any_of: Vec::new(),
+                    }),
+                    None => {
+                        issues.push(at(
+                            kind.span(),
+                            &field("consent"),
+                            format!(
+                                "unknown consent kind {:?} (expected one of {})",
+                                kind.get_ref(),
+                                CONSENT_KINDS.join(", ")
+                            ),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let mut consent = consent;
+            if let Some(perms) = &r.permissions {
+                let Some(rule) = consent.as_mut() else {
+                    issues.push(at(
+                        spanned.span(),
+                        &field("permissions"),
+                        "permissions need a consent kind: add consent = \"account-access\"".into(),
+                    ));
+                    continue;
+                };
+                let mut bad = false;
+                for p in perms {
+                    match Permission::from_str(p.get_ref()) {
+                        Ok(p) => rule.any_of.push(p),
+                        Err(e) => {
+                            issues.push(at(p.span(), &field("permissions"), e));
+                            bad = true;
+                        }
+                    }
+                }
+                if bad {
+                    continue;
+                }
+            }
+            let upstream = match &r.upstream {
+                None => None,
+                Some(name) => match upstreams.get(name.get_ref()) {
+                    Some(u) => Some(u.clone()),
+                    None => {
+                        issues.push(at(
+                            name.span(),
+                            &field("upstream"),
+                            format!("no [upstreams.{}] is defined", name.get_ref()),
+                        ));
+                        continue;
+                    }
+                },
+            };
             let entry = rules.entry(route.clone()).or_default();
             if entry.iter().any(|(m, _)| *m == method) {
                 issues.push(at(
@@ -267,7 +449,15 @@ impl Policy {
                 ));
                 continue;
             }
-            entry.push((method, Rule { role, scope }));
+            entry.push((
+                method,
+                Rule {
+                    role,
+                    scope,
+                    consent,
+                    upstream,
+                },
+            ));
         }
 
         for (method, route) in known_routes {
@@ -286,6 +476,13 @@ impl Policy {
         }
         Ok(Self {
             access_token_lifetime: *lifetime.get_ref(),
+            grants: GrantSettings {
+                access_token_lifetime: *lifetime.get_ref(),
+                refresh_token_lifetime: refresh_lifetime,
+                rotate_refresh_tokens: raw.tokens.refresh_token_rotation,
+            },
+            require_signed_request_object: raw.authorization.require_signed_request_object,
+            request_uri_lifetime,
             role_scopes,
             rules,
         })
@@ -294,6 +491,21 @@ impl Policy {
     /// Access-token lifetime in seconds.
     pub fn access_token_lifetime(&self) -> i64 {
         self.access_token_lifetime
+    }
+
+    /// Lifetimes and rotation for the customer grants.
+    pub fn grant_settings(&self) -> GrantSettings {
+        self.grants
+    }
+
+    /// Whether `/par` accepts only signed request objects (JAR).
+    pub fn require_signed_request_object(&self) -> bool {
+        self.require_signed_request_object
+    }
+
+    /// How long a pushed request's `request_uri` may be used.
+    pub fn request_uri_lifetime(&self) -> i64 {
+        self.request_uri_lifetime
     }
 
     /// Every scope the client's roles may hold.
@@ -316,7 +528,7 @@ impl Policy {
             .rules
             .get(route)
             .and_then(|v| v.iter().find(|(m, _)| m == method))
-            .map(|(_, r)| *r)
+            .map(|(_, r)| r)
             .ok_or_else(|| Denied::NoRule {
                 method: method.to_string(),
                 route: route.to_string(),
@@ -330,6 +542,8 @@ impl Policy {
         Ok(Permit {
             role: rule.role,
             scope: rule.scope,
+            consent: rule.consent.clone(),
+            upstream: rule.upstream.clone(),
         })
     }
 }

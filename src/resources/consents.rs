@@ -32,7 +32,60 @@ pub trait ConsentKind {
 }
 
 pub const AWAITING_AUTHORISATION: &str = "AwaitingAuthorisation";
+pub const AUTHORISED: &str = "Authorised";
+pub const REJECTED: &str = "Rejected";
 pub const REVOKED: &str = "Revoked";
+pub const CONSUMED: &str = "Consumed";
+
+/// Why a consent can no longer back a token or a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsentUnusable {
+    #[error("consent {id} is no longer authorised (status {status})")]
+    NotAuthorised { id: String, status: String },
+    #[error("consent {id} is no longer authorised: it expired at {at}")]
+    Expired { id: String, at: String },
+}
+
+impl ConsentUnusable {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotAuthorised { .. } => "consent_not_authorised",
+            Self::Expired { .. } => "consent_expired",
+        }
+    }
+}
+
+/// When the consent expires, if it says so (`Data.ExpirationDateTime`).
+pub fn expires_at(record: &ConsentRecord) -> Option<OffsetDateTime> {
+    let data: Value = serde_json::from_str(&record.data).ok()?;
+    clock::parse(data["ExpirationDateTime"].as_str()?)
+}
+
+/// The permissions an account-access consent grants (none for other kinds).
+pub fn granted_permissions(record: &ConsentRecord) -> Vec<Permission> {
+    serde_json::from_str::<AccountAccessConsentDetails>(&record.data)
+        .map(|d| d.permissions)
+        .unwrap_or_default()
+}
+
+/// An authorised consent that has not expired may back tokens and requests; nothing else may.
+pub fn usable(record: &ConsentRecord, now: OffsetDateTime) -> Result<(), ConsentUnusable> {
+    if record.status != AUTHORISED {
+        return Err(ConsentUnusable::NotAuthorised {
+            id: record.consent_id.clone(),
+            status: record.status.clone(),
+        });
+    }
+    if let Some(at) = expires_at(record)
+        && at <= now
+    {
+        return Err(ConsentUnusable::Expired {
+            id: record.consent_id.clone(),
+            at: clock::ob_datetime(at),
+        });
+    }
+    Ok(())
+}
 
 // ---------------------------------------------------------------- wire types
 
@@ -116,6 +169,41 @@ pub enum Permission {
     ReadTransactionsCredits,
     ReadTransactionsDebits,
     ReadTransactionsDetail,
+}
+
+impl std::str::FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use serde::de::IntoDeserializer;
+        let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            s.into_deserializer();
+        Permission::deserialize(de).map_err(|_| format!("unknown permission {s:?}"))
+    }
+}
+
+impl Permission {
+    /// What the customer is shown on the consent page.
+    pub fn describe(self) -> &'static str {
+        use Permission::*;
+        match self {
+            ReadAccountsBasic => "Your account names and types",
+            ReadAccountsDetail => "Your account names, types, sort codes and account numbers",
+            ReadBalances => "Your account balances",
+            ReadBeneficiariesBasic | ReadBeneficiariesDetail => "Your saved payees",
+            ReadDirectDebits => "Your Direct Debits",
+            ReadOffers => "Offers on your accounts",
+            ReadPAN => "Your full card numbers",
+            ReadParty | ReadPartyPSU => "Your name and contact details",
+            ReadProducts => "The products your accounts are",
+            ReadScheduledPaymentsBasic | ReadScheduledPaymentsDetail => "Your scheduled payments",
+            ReadStandingOrdersBasic | ReadStandingOrdersDetail => "Your standing orders",
+            ReadStatementsBasic | ReadStatementsDetail => "Your statements",
+            ReadTransactionsBasic => "Your transactions (amounts and dates)",
+            ReadTransactionsDetail => "Your transactions, with payee and description details",
+            ReadTransactionsCredits => "Money coming into your accounts",
+            ReadTransactionsDebits => "Money going out of your accounts",
+        }
+    }
 }
 
 /// OBWriteDomesticConsent4
@@ -539,6 +627,8 @@ where
         status_updated_at: stamp,
         idempotency_key: idempotency_key.map(str::to_string),
         request_hash: Some(fingerprint),
+        psu: None,
+        account_ids: "[]".to_string(),
     };
     store.insert_consent(&record).await?;
     Ok((true, response::<K>(&record, mtls_url)?))

@@ -1,7 +1,10 @@
-//! Open Banking resources: consents now; accounts, payments and funds confirmation with the
-//! sandbox bank as the consent flows arrive. Framework-free: handlers in `routes` call these.
+//! Open Banking resources: consents, accounts, payments and funds confirmation, served from the
+//! sandbox bank. Framework-free: handlers in `routes` call these.
 
+pub mod accounts;
 pub mod consents;
+pub mod payments;
+pub mod sandbox;
 
 use crate::store::StoreError;
 
@@ -19,6 +22,13 @@ pub enum ResourceError {
     NotFound(String),
     #[error("x-idempotency-key {0:?} was already used with a different request body")]
     IdempotencyMismatch(String),
+    /// The consent (or the customer's choice of accounts) does not allow this: 403.
+    #[error("{message}")]
+    Forbidden {
+        reason: &'static str,
+        code: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -45,4 +55,9 @@ pub mod codes {
     pub const UNSUPPORTED_SCHEME: &str = "UK.OBIE.Unsupported.Scheme";
     pub const UNSUPPORTED_CURRENCY: &str = "UK.OBIE.Unsupported.Currency";
     pub const UNEXPECTED: &str = "UK.OBIE.UnexpectedError";
+    pub const CONSENT_MISMATCH: &str = "UK.OBIE.Resource.ConsentMismatch";
+    pub const CONSENT_NOT_AUTHORISED: &str = "UK.OBIE.Resource.InvalidConsentStatus";
+    pub const RULES_AFTER_CUTOFF: &str = "UK.OBIE.Rules.FailsControlParameters";
+    pub const RULES_DUPLICATE: &str = "UK.OBIE.Rules.DuplicateReference";
+    pub const FIELD_UNEXPECTED: &str = "UK.OBIE.Field.Unexpected";
 }

@@ -18,13 +18,13 @@ use crate::resources::consents::{
     FundsConfirmationConsentRequest,
 };
 
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
+pub(super) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
 /// Consent requests are small; anything larger is refused unread.
 const BODY_LIMIT: usize = 64 * 1024;
 
 /// Reads the body only once the guard chain has passed (handlers run after their extractors),
 /// so an unauthorised request is answered 401/403 whatever its body (SPEC §5: first failure).
-async fn read_body(payload: Payload) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(payload: Payload) -> Result<Bytes, ApiError> {
     match payload.to_bytes_limited(BODY_LIMIT).await {
         Ok(Ok(body)) => Ok(body),
         Ok(Err(e)) => Err(ApiError::bad_request(

@@ -31,6 +31,16 @@ pub enum ApiError {
     /// The policy refused: 403.
     #[error("{0}")]
     Forbidden(Denied),
+    /// The consent behind the token does not allow this request: 403 with an OB error.
+    #[error("{message}")]
+    ConsentRefused {
+        reason: &'static str,
+        code: &'static str,
+        message: String,
+    },
+    /// The upstream core-banking system failed or could not be reached: 502.
+    #[error("{0}")]
+    Upstream(String),
     /// The request is malformed: 400 with an Open Banking error.
     #[error("{message}")]
     BadRequest {
@@ -76,12 +86,16 @@ impl ApiError {
                 OAuthError::UnauthorizedClient(_) => "unauthorized_client",
                 OAuthError::InvalidScope(_) => "invalid_scope",
                 OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+                OAuthError::UnsupportedResponseType(_) => "unsupported_response_type",
+                OAuthError::InvalidRequestObject(_) => "invalid_request_object",
                 OAuthError::ServerError(_) => "server_error",
                 OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             },
             Self::NoToken(_) => "token_missing",
             Self::InvalidToken { reason, .. } => reason,
             Self::Forbidden(d) => d.reason(),
+            Self::ConsentRefused { reason, .. } => reason,
+            Self::Upstream(_) => "upstream_failed",
             Self::BadRequest { reason, .. } => reason,
             Self::NotFound(_) => "not_found",
             Self::TooLarge(_) => "body_too_large",
@@ -138,6 +152,15 @@ impl From<ResourceError> for ApiError {
                 e.to_string(),
             ),
             ResourceError::NotFound(m) => Self::NotFound(m),
+            ResourceError::Forbidden {
+                reason,
+                code,
+                message,
+            } => Self::ConsentRefused {
+                reason,
+                code,
+                message,
+            },
             ResourceError::Store(s) => s.into(),
         }
     }
@@ -178,7 +201,8 @@ impl ResponseError for ApiError {
         match self {
             Self::OAuth(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
             Self::NoToken(_) | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::ConsentRefused { .. } => StatusCode::FORBIDDEN,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -246,6 +270,21 @@ impl ResponseError for ApiError {
                     )
                 }),
             ),
+            Self::ConsentRefused { code, message, .. } => {
+                (ob_body(status, code, message, None), None)
+            }
+            Self::Upstream(cause) => {
+                tracing::error!(%cause, "upstream request failed");
+                (
+                    ob_body(
+                        status,
+                        codes::UNEXPECTED,
+                        "the bank's core system did not answer; try again later",
+                        None,
+                    ),
+                    None,
+                )
+            }
             Self::NotFound(m) => (ob_body(status, codes::NOT_FOUND, m, None), None),
             Self::TooLarge(m) => (ob_body(status, codes::INVALID_FORMAT, m, None), None),
             Self::Internal(cause) => {

@@ -1,6 +1,7 @@
 //! The guard chain every resource request passes, in SPEC §5 order; the first failure is the
 //! answer: verified client certificate → bearer JWT valid → `cnf.x5t#S256` equals this
-//! connection's certificate → client active → policy permits role and scope on this route.
+//! connection's certificate → client active → policy permits role and scope on this route →
+//! the consent behind the token is authorised, unexpired and grants this route's permission.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,8 @@ use crate::oauth::clients::{Client, ClientStatus};
 use crate::oauth::token::BoundToken;
 use crate::policy::Permit;
 use crate::resources::codes;
+use crate::resources::consents;
+use crate::store::ConsentRecord;
 use crate::tls::{PeerIdentity, VerifiedClientCert};
 
 /// A request that passed the whole chain. Handlers that take it cannot run otherwise.
@@ -25,6 +28,8 @@ pub struct Authorized {
     pub token: BoundToken,
     pub client: Client,
     pub permit: Permit,
+    /// The usable consent behind the token, when the route's rule requires one.
+    pub consent: Option<ConsentRecord>,
 }
 
 impl FromRequest for Authorized {
@@ -155,10 +160,87 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
             .policy
             .load()
             .decide(&client.roles, token.scopes(), req.method().as_str(), &route)?;
+    let consent = match permit.consent() {
+        None => None,
+        Some(rule) => Some(consent_for(state, &token, &client, rule).await?),
+    };
     Ok(Authorized {
         cert,
         token,
         client,
         permit,
+        consent,
     })
+}
+
+/// SPEC §5, last step: the consent behind the token is this client's, of the route's kind,
+/// authorised, unexpired, and grants one of the route's permissions.
+async fn consent_for(
+    state: &AppState,
+    token: &BoundToken,
+    client: &Client,
+    rule: &crate::policy::ConsentRule,
+) -> Result<ConsentRecord, ApiError> {
+    let forbidden = |reason: &'static str, message: String| ApiError::ConsentRefused {
+        reason,
+        code: codes::CONSENT_MISMATCH,
+        message,
+    };
+    let consent_id = token.consent_id().ok_or_else(|| {
+        forbidden(
+            "consent_missing",
+            format!(
+                "this route needs an access token issued for a customer's authorised {} consent                  (authorization_code grant); this token has no consent",
+                rule.kind
+            ),
+        )
+    })?;
+    let consent = state
+        .store
+        .consent(consent_id)
+        .await?
+        .filter(|c| c.client_id == client.client_id.as_str())
+        .ok_or_else(|| {
+            forbidden(
+                "consent_unknown",
+                format!("consent {consent_id} is unknown"),
+            )
+        })?;
+    if consent.kind != rule.kind {
+        return Err(forbidden(
+            "consent_wrong_kind",
+            format!(
+                "consent {consent_id} is a {} consent; this route needs a {} consent",
+                consent.kind, rule.kind
+            ),
+        ));
+    }
+    // A consumed payment consent still reaches the payment route, where an idempotent repeat
+    // gets its first answer and anything else is refused as a second payment.
+    let consumed_payment =
+        consent.kind == "domestic-payment" && consent.status == consents::CONSUMED;
+    if !consumed_payment && let Err(e) = consents::usable(&consent, clock::now()) {
+        return Err(ApiError::ConsentRefused {
+            reason: e.reason(),
+            code: codes::CONSENT_NOT_AUTHORISED,
+            message: e.to_string(),
+        });
+    }
+    if !rule.any_of.is_empty() {
+        let granted = consents::granted_permissions(&consent);
+        if !rule.any_of.iter().any(|p| granted.contains(p)) {
+            return Err(forbidden(
+                "consent_permission_missing",
+                format!(
+                    "consent {consent_id} does not grant {}",
+                    rule.any_of
+                        .iter()
+                        .map(|p| format!("{p:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ));
+        }
+    }
+    Ok(consent)
 }

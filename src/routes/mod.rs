@@ -1,11 +1,15 @@
 //! The HTTP edge: thin handlers, one file per endpoint group, wired per listener.
 
+pub mod authorize;
+pub mod banking;
 pub mod consents;
 pub mod discovery;
 pub mod edge;
 pub mod error;
 pub mod guard;
 pub mod oauth;
+pub mod pages;
+pub mod upstream;
 
 use actix_web::web;
 use arc_swap::ArcSwap;
@@ -32,6 +36,8 @@ pub struct AppState {
     pub metadata: String,
     /// The JWK Set, rendered once.
     pub jwks: String,
+    /// HTTP client for upstream core-banking systems (policy `upstreams`).
+    pub upstream_http: reqwest::Client,
 }
 
 /// The protected resource routes (method, route template): the policy must cover each.
@@ -58,6 +64,22 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
         "GET",
         "/open-banking/v3.1/cbpii/funds-confirmation-consents/{ConsentId}",
     ),
+    ("GET", "/open-banking/v3.1/aisp/accounts"),
+    ("GET", "/open-banking/v3.1/aisp/accounts/{AccountId}"),
+    (
+        "GET",
+        "/open-banking/v3.1/aisp/accounts/{AccountId}/balances",
+    ),
+    (
+        "GET",
+        "/open-banking/v3.1/aisp/accounts/{AccountId}/transactions",
+    ),
+    ("POST", "/open-banking/v3.1/pisp/domestic-payments"),
+    (
+        "GET",
+        "/open-banking/v3.1/pisp/domestic-payments/{DomesticPaymentId}",
+    ),
+    ("POST", "/open-banking/v3.1/cbpii/funds-confirmations"),
 ];
 
 /// The routes a listener serves.
@@ -71,6 +93,7 @@ pub fn for_listener(listener: Listener) -> fn(&mut web::ServiceConfig) {
 /// The mTLS listener: authorization server, resource APIs (and, harmlessly, discovery).
 pub fn mtls(cfg: &mut web::ServiceConfig) {
     cfg.service(oauth::token)
+        .service(oauth::par)
         .service(oauth::introspect)
         .service(oauth::revoke)
         .service(consents::create_account_access_consent)
@@ -79,13 +102,28 @@ pub fn mtls(cfg: &mut web::ServiceConfig) {
         .service(consents::create_domestic_payment_consent)
         .service(consents::get_domestic_payment_consent)
         .service(consents::create_funds_confirmation_consent)
-        .service(consents::get_funds_confirmation_consent);
+        .service(consents::get_funds_confirmation_consent)
+        .service(banking::list_accounts)
+        .service(banking::get_account)
+        .service(banking::get_balances)
+        .service(banking::get_transactions)
+        .service(banking::create_payment)
+        .service(banking::get_payment)
+        .service(banking::confirm_funds);
     discovery::configure(cfg);
     cfg.default_service(web::to(error::not_found));
 }
 
-/// The public TLS listener: discovery and JWKS; never a client certificate.
+/// The public TLS listener: discovery, JWKS and the customer's pages; never a client
+/// certificate.
 pub fn public(cfg: &mut web::ServiceConfig) {
+    cfg.service(authorize::authorize)
+        .service(authorize::authorize_login)
+        .service(authorize::authorize_decision)
+        .service(authorize::connected_apps)
+        .service(authorize::connected_apps_login)
+        .service(authorize::connected_apps_revoke)
+        .service(authorize::connected_apps_logout);
     discovery::configure(cfg);
     cfg.default_service(web::to(error::not_found));
 }

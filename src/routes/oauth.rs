@@ -1,4 +1,5 @@
-//! Authorization-server endpoints on the mTLS listener: `/token`, `/introspect`, `/revoke`.
+//! Authorization-server endpoints on the mTLS listener: `/token`, `/par`, `/introspect`,
+//! `/revoke`.
 //! Clients authenticate with their certificate (RFC 8705 §2) and name themselves with
 //! `client_id`.
 
@@ -14,20 +15,33 @@ use super::error::ApiError;
 use super::guard::client_cert;
 use crate::audit::Outcome;
 use crate::clock;
+use crate::oauth::authorize::{self, form_params, random_token};
 use crate::oauth::clients::{Client, ClientId};
+use crate::oauth::grants::GrantContext;
+use crate::oauth::request_object;
 use crate::oauth::token::{Confirmation, TokenRejection};
 use crate::oauth::{OAuthError, client_credentials_scope};
+use crate::resources::consents;
 use crate::tls::VerifiedClientCert;
 
-/// RFC 6749 §4.4.2 token request (form-encoded).
+/// RFC 6749 token request (form-encoded): §4.4.2 `client_credentials`, §4.1.3
+/// `authorization_code` (with RFC 7636 `code_verifier`), §6 `refresh_token`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {
-    /// `client_credentials`
+    /// `client_credentials`, `authorization_code` or `refresh_token`
     pub grant_type: Option<String>,
     /// Required with mTLS client authentication (RFC 8705 §2).
     pub client_id: Option<String>,
-    /// Space-separated; defaults to every scope the client's roles allow.
+    /// `client_credentials`: space-separated; defaults to every scope the client's roles allow.
     pub scope: Option<String>,
+    /// `authorization_code`: the code from the redirect.
+    pub code: Option<String>,
+    /// `authorization_code`: the redirect URI of the pushed request.
+    pub redirect_uri: Option<String>,
+    /// `authorization_code`: the PKCE verifier (S256).
+    pub code_verifier: Option<String>,
+    /// `refresh_token`
+    pub refresh_token: Option<String>,
 }
 
 /// RFC 6749 §5.1 token response.
@@ -38,6 +52,41 @@ pub struct TokenResponse {
     pub token_type: String,
     pub expires_in: i64,
     pub scope: String,
+    /// From `authorization_code`, and from `refresh_token` when rotation is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The consent the token acts for (customer grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent_id: Option<String>,
+}
+
+/// RFC 9126 §2.2 pushed authorization response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParResponse {
+    pub request_uri: String,
+    pub expires_in: i64,
+}
+
+/// RFC 9126 pushed authorization request (form-encoded; or `request` with a signed request
+/// object, RFC 9101).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ParRequest {
+    pub client_id: Option<String>,
+    /// `code`
+    pub response_type: Option<String>,
+    /// Must be registered for the client, exactly.
+    pub redirect_uri: Option<String>,
+    /// e.g. `openid accounts`: `openid` and exactly one resource scope.
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    /// `S256` (nothing else is accepted).
+    pub code_challenge_method: Option<String>,
+    /// `{"id_token":{"openbanking_intent_id":{"value":"<ConsentId>","essential":true}}}`
+    pub claims: Option<String>,
+    /// A signed request object (JWS, ES256 or PS256) carrying the parameters instead.
+    pub request: Option<String>,
 }
 
 /// RFC 6749 §5.2 error response.
@@ -149,12 +198,31 @@ async fn authenticate(
     Ok((client, cert))
 }
 
+fn form_type(req: &HttpRequest) -> Result<(), OAuthError> {
+    let ok = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(OAuthError::InvalidRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ))
+    }
+}
+
 /// Token endpoint (RFC 6749 §3.2): issues certificate-bound access tokens.
 #[utoipa::path(post, path = "/token", tag = "authorization server",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Token issued, bound to the client certificate", body = TokenResponse),
-        (status = 400, description = "invalid_request, invalid_scope, unsupported_grant_type", body = OAuthErrorBody),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type", body = OAuthErrorBody),
         (status = 401, description = "invalid_client: unknown, suspended, or the certificate does not authenticate it", body = OAuthErrorBody)))]
 #[post("/token")]
 pub async fn token(
@@ -162,29 +230,59 @@ pub async fn token(
     body: Bytes,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let form: TokenRequest = form(&req, &body)?;
-    let grant_type = form
-        .grant_type
-        .as_deref()
+    form_type(&req)?;
+    let params = form_params(&body)?;
+    let text = |name: &str| params.get(name).and_then(|v| v.as_str());
+    let grant_type = text("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
-    if grant_type != "client_credentials" {
+    if !matches!(
+        grant_type,
+        "client_credentials" | "authorization_code" | "refresh_token"
+    ) {
         return Err(OAuthError::UnsupportedGrantType(format!(
-            "grant_type {grant_type:?} is not supported; use client_credentials"
+            "grant_type {grant_type:?} is not supported; use client_credentials, \
+             authorization_code or refresh_token"
         ))
         .into());
     }
-    let (client, cert) = authenticate(&req, &state, form.client_id.as_deref()).await?;
+    let (client, cert) = authenticate(&req, &state, text("client_id")).await?;
     let policy = state.policy.load();
-    let scope = client_credentials_scope(form.scope.as_deref(), &policy.scopes_for(&client.roles))?;
     let now = clock::now().unix_timestamp();
-    let minted = state.tokens.mint(
-        &client.client_id,
-        scope,
-        &cert,
-        None,
-        policy.access_token_lifetime(),
-        now,
-    )?;
+    let (minted, refresh_token, consent_id) = if grant_type == "client_credentials" {
+        let scope = client_credentials_scope(text("scope"), &policy.scopes_for(&client.roles))?;
+        let minted = state.tokens.mint(
+            &client.client_id,
+            scope,
+            &cert,
+            None,
+            policy.access_token_lifetime(),
+            now,
+        )?;
+        (minted, None, None)
+    } else {
+        let grants = GrantContext {
+            store: &state.store,
+            state: &state.state,
+            tokens: &state.tokens,
+            settings: policy.grant_settings(),
+        };
+        let issued = if grant_type == "authorization_code" {
+            grants.exchange_code(&params, &client, &cert, now).await
+        } else {
+            grants.refresh(&params, &client, &cert, now).await
+        };
+        let issued = issued.inspect_err(|e| {
+            if let OAuthError::InvalidGrant(_) = e {
+                state
+                    .metrics
+                    .token_rejections
+                    .with_label_values(&["invalid_grant"])
+                    .inc();
+            }
+        })?;
+        remember(&req, |ctx| ctx.consent_id = Some(issued.consent_id.clone()));
+        (issued.access, issued.refresh_token, Some(issued.consent_id))
+    };
     state
         .metrics
         .tokens_issued
@@ -199,6 +297,96 @@ pub async fn token(
             token_type: "Bearer".into(),
             expires_in: minted.expires_in,
             scope: minted.scope.to_string(),
+            refresh_token,
+            consent_id,
+        }))
+}
+
+/// Pushed authorization request (RFC 9126): the only way to start `/authorize` (FAPI 2.0).
+/// The client authenticates as at `/token`; the consent named in `claims` must be its own and
+/// await authorisation.
+#[utoipa::path(post, path = "/par", tag = "authorization server",
+    request_body(content = ParRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 201, description = "Request stored; send the customer to /authorize with client_id and request_uri", body = ParResponse),
+        (status = 400, description = "invalid_request, invalid_scope, invalid_request_object, unsupported_response_type", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
+#[post("/par")]
+pub async fn par(
+    req: HttpRequest,
+    body: Bytes,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    form_type(&req)?;
+    let form = form_params(&body)?;
+    let client_id = form.get("client_id").and_then(|v| v.as_str());
+    let (client, _) = authenticate(&req, &state, client_id).await?;
+    let policy = state.policy.load();
+    let now = clock::now().unix_timestamp();
+    let params = match form.get("request").and_then(|v| v.as_str()) {
+        Some(jwt) => {
+            let mut claims =
+                request_object::verify(jwt, &client, &state.settings.server.public_url, now)?;
+            for k in ["iss", "aud", "exp", "nbf", "iat", "jti"] {
+                claims.remove(k);
+            }
+            claims
+        }
+        None if policy.require_signed_request_object() => {
+            return Err(OAuthError::InvalidRequest(
+                "this server requires a signed request object (the request parameter, RFC 9101)"
+                    .into(),
+            )
+            .into());
+        }
+        None => form,
+    };
+    let request = authorize::validate(&params, &client, &policy.scopes_for(&client.roles))?;
+    remember(&req, |ctx| {
+        ctx.consent_id = Some(request.consent_id.clone())
+    });
+    let consent = state
+        .store
+        .consent(&request.consent_id)
+        .await?
+        .filter(|c| c.client_id == client.client_id.as_str())
+        .ok_or_else(|| {
+            OAuthError::InvalidRequest(format!(
+                "consent {} (openbanking_intent_id) is not one of this client's consents",
+                request.consent_id
+            ))
+        })?;
+    if consent.kind != request.consent_kind {
+        return Err(OAuthError::InvalidRequest(format!(
+            "consent {} is a {} consent, but the scope asks for a {} consent",
+            consent.consent_id, consent.kind, request.consent_kind
+        ))
+        .into());
+    }
+    if consent.status != consents::AWAITING_AUTHORISATION {
+        return Err(OAuthError::InvalidRequest(format!(
+            "consent {} is {}, not AwaitingAuthorisation",
+            consent.consent_id, consent.status
+        ))
+        .into());
+    }
+    let request_uri = format!("{}{}", authorize::REQUEST_URI_PREFIX, random_token()?);
+    let value = serde_json::to_string(&request)
+        .map_err(|e| OAuthError::ServerError(format!("request not storable: {e}")))?;
+    state
+        .state
+        .put(
+            &authorize::request_uri_key(&request_uri),
+            &value,
+            now + policy.request_uri_lifetime(),
+        )
+        .await
+        .map_err(|e| OAuthError::TemporarilyUnavailable(e.to_string()))?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(ParResponse {
+            request_uri,
+            expires_in: policy.request_uri_lifetime(),
         }))
 }
 

@@ -1,5 +1,6 @@
-//! Shared ephemeral state: token revocations now; single-use codes, replay and idempotency
-//! windows and rate limits as the features that need them arrive. `memory://` keeps it in this
+//! Shared ephemeral state: token revocations, and short-lived entries with an expiry (pushed
+//! authorization requests, authorization codes, customer sessions) that single-use things are
+//! redeemed from atomically. `memory://` keeps it in this
 //! process (the embedded default); a Redis backend shares it across instances.
 
 pub mod memory;
@@ -36,6 +37,51 @@ impl SharedState {
     pub async fn is_revoked(&self, jti: &str) -> Result<bool, StateError> {
         match self {
             Self::Memory(m) => Ok(m.is_revoked(jti)),
+        }
+    }
+
+    /// Stores `value` under `key` until `expires_at` unless a live entry holds the key already.
+    pub async fn put_new(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StateError> {
+        match self {
+            Self::Memory(m) => Ok(m.put_new(key, value, expires_at, now)),
+        }
+    }
+
+    /// Stores `value` under `key` until `expires_at`, replacing what was there.
+    pub async fn put(&self, key: &str, value: &str, expires_at: i64) -> Result<(), StateError> {
+        match self {
+            Self::Memory(m) => {
+                m.put(key, value, expires_at);
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str, now: i64) -> Result<Option<String>, StateError> {
+        match self {
+            Self::Memory(m) => Ok(m.get(key, now)),
+        }
+    }
+
+    /// Removes and returns a live entry atomically: single-use things are redeemed with this.
+    pub async fn take(&self, key: &str, now: i64) -> Result<Option<String>, StateError> {
+        match self {
+            Self::Memory(m) => Ok(m.take(key, now)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StateError> {
+        match self {
+            Self::Memory(m) => {
+                m.delete(key);
+                Ok(())
+            }
         }
     }
 

@@ -48,6 +48,124 @@ pub struct ConsentRecord {
     pub status_updated_at: String,
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
+    /// The customer who authorised it.
+    pub psu: Option<String>,
+    /// JSON array of the account ids it covers, chosen by the customer.
+    pub account_ids: String,
+}
+
+impl ConsentRecord {
+    pub fn account_ids(&self) -> Vec<String> {
+        serde_json::from_str(&self.account_ids).unwrap_or_default()
+    }
+}
+
+/// A sandbox bank customer (PSU).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CustomerRecord {
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccountRecord {
+    pub account_id: String,
+    pub owner: String,
+    pub currency: String,
+    pub account_type: String,
+    pub account_sub_type: String,
+    pub nickname: String,
+    pub scheme_name: String,
+    pub identification: String,
+    pub name: String,
+    pub opened_at: String,
+    pub balance_minor: i64,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct TransactionRecord {
+    pub transaction_id: String,
+    pub account_id: String,
+    pub booked_at: String,
+    pub amount_minor: i64,
+    pub credit_debit: String,
+    pub code: String,
+    pub reference: String,
+    pub description: String,
+    pub counterparty: String,
+    pub balance_after_minor: i64,
+}
+
+/// Which transactions of one account to read, and which page.
+#[derive(Clone, Debug)]
+pub struct TransactionQuery {
+    pub account_id: String,
+    /// Inclusive lower bound on `booked_at` (UTC RFC 3339).
+    pub from: Option<String>,
+    /// Inclusive upper bound on `booked_at`.
+    pub to: Option<String>,
+    pub credits: bool,
+    pub debits: bool,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// Everything the sandbox bank is seeded with, written in one transaction.
+pub struct SandboxSeed {
+    pub customers: Vec<CustomerRecord>,
+    pub accounts: Vec<AccountRecord>,
+    pub transactions: Vec<TransactionRecord>,
+}
+
+/// An authorization grant (what one authorization code was exchanged for).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct GrantRecord {
+    pub grant_id: String,
+    pub client_id: String,
+    pub cert_thumbprint: String,
+    pub consent_id: String,
+    pub scope: String,
+    pub status: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What a refresh token's hash leads to.
+#[derive(Clone, Debug)]
+pub enum RefreshLookup {
+    Unknown,
+    /// The current refresh token of its grant.
+    Active(GrantRecord),
+    /// A token rotated out earlier: presenting it again is reuse.
+    RotatedOut(GrantRecord),
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PaymentRecord {
+    pub payment_id: String,
+    pub consent_id: String,
+    pub client_id: String,
+    pub account_id: String,
+    pub transaction_id: String,
+    pub status: String,
+    pub data: String,
+    pub created_at: String,
+    pub status_updated_at: String,
+    pub idempotency_key: String,
+    pub request_hash: String,
+}
+
+/// Why a payment could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentRefused {
+    #[error("consent {0} has already been used for a payment, or is no longer authorised")]
+    ConsentNotAuthorised(String),
+    #[error("x-idempotency-key was already used by this client")]
+    IdempotencyKeyTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// One audit event as stored, chain fields included (SPEC §7).

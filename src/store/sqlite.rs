@@ -10,7 +10,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool as Pool};
 
-use super::{AuditQuery, AuditRecord, CertRecord, ConsentRecord, NewClient, StoreError};
+use super::{
+    AccountRecord, AuditQuery, AuditRecord, CertRecord, ConsentRecord, CustomerRecord, GrantRecord,
+    NewClient, PaymentRecord, PaymentRefused, RefreshLookup, SandboxSeed, StoreError,
+    TransactionQuery, TransactionRecord,
+};
 use crate::oauth::clients::{AuthMethod, Client, ClientId, ClientStatus, Role};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,6 +33,7 @@ struct ClientRow {
     auth_method: String,
     subject_dn: Option<String>,
     redirect_uris: String,
+    jwks: Option<String>,
     created_at: String,
     thumbprints: String,
     issuers: String,
@@ -48,13 +53,14 @@ impl ClientRow {
             cert_issuers: list(&self.issuers, ISSUER_SEPARATOR),
             redirect_uris: serde_json::from_str(&self.redirect_uris)
                 .map_err(|e| corrupt(e.to_string()))?,
+            jwks: self.jwks.clone(),
             created_at: self.created_at.clone(),
         })
     }
 }
 
 const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.auth_method, \
-     c.subject_dn, c.redirect_uris, c.created_at, \
+     c.subject_dn, c.redirect_uris, c.jwks, c.created_at, \
      COALESCE((SELECT group_concat(thumbprint, ',') FROM client_certificates cc \
                WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS thumbprints, \
      COALESCE((SELECT group_concat(issuer, char(31)) FROM client_certificates cc \
@@ -134,7 +140,8 @@ impl SqliteStore {
         }
         sqlx::query(
             "INSERT INTO clients (client_id, name, status, roles, auth_method, subject_dn, \
-             redirect_uris, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+             redirect_uris, jwks, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8)",
         )
         .bind(c.client_id.as_str())
         .bind(&c.name)
@@ -147,6 +154,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         )
         .bind(now)
+        .bind(&c.jwks)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -312,6 +320,466 @@ impl SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Moves a consent from one of `from` to `to`; false when it was in no such status (so two
+    /// racing transitions cannot both succeed).
+    pub async fn transition_consent(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let from = serde_json::to_string(from).unwrap_or_default();
+        let done = sqlx::query(
+            "UPDATE consents SET status = $1, status_updated_at = $2 \
+             WHERE consent_id = $3 AND status IN (SELECT value FROM json_each($4))",
+        )
+        .bind(to)
+        .bind(now)
+        .bind(id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The customer's approval: `AwaitingAuthorisation` → `Authorised`, for these accounts.
+    pub async fn authorise_consent(
+        &self,
+        id: &str,
+        psu: &str,
+        account_ids: &[String],
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE consents SET status = 'Authorised', psu = $1, account_ids = $2, \
+             status_updated_at = $3 WHERE consent_id = $4 AND status = 'AwaitingAuthorisation'",
+        )
+        .bind(psu)
+        .bind(serde_json::to_string(account_ids).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Consents a customer has authorised, newest first.
+    pub async fn consents_of_psu(&self, psu: &str) -> Result<Vec<ConsentRecord>, StoreError> {
+        Ok(sqlx::query_as::<_, ConsentRecord>(
+            "SELECT * FROM consents WHERE psu = $1 ORDER BY status_updated_at DESC, consent_id",
+        )
+        .bind(psu)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ---- sandbox bank ----
+
+    /// Seeds the sandbox bank unless it already has customers; true when it seeded.
+    pub async fn seed_sandbox(&self, seed: &SandboxSeed) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
+            .fetch_one(&mut *tx)
+            .await?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        for c in &seed.customers {
+            sqlx::query(
+                "INSERT INTO customers (username, display_name, password_hash) VALUES ($1, $2, $3)",
+            )
+            .bind(&c.username)
+            .bind(&c.display_name)
+            .bind(&c.password_hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for a in &seed.accounts {
+            sqlx::query(
+                "INSERT INTO accounts (account_id, owner, currency, account_type, \
+                 account_sub_type, nickname, scheme_name, identification, name, opened_at, \
+                 balance_minor, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&a.account_id)
+            .bind(&a.owner)
+            .bind(&a.currency)
+            .bind(&a.account_type)
+            .bind(&a.account_sub_type)
+            .bind(&a.nickname)
+            .bind(&a.scheme_name)
+            .bind(&a.identification)
+            .bind(&a.name)
+            .bind(&a.opened_at)
+            .bind(a.balance_minor)
+            .bind(&a.updated_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in seed.transactions.chunks(256) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO transactions (transaction_id, account_id, booked_at, amount_minor, \
+                 credit_debit, code, reference, description, counterparty, balance_after_minor) ",
+            );
+            insert.push_values(chunk, |mut row, t| {
+                row.push_bind(&t.transaction_id)
+                    .push_bind(&t.account_id)
+                    .push_bind(&t.booked_at)
+                    .push_bind(t.amount_minor)
+                    .push_bind(&t.credit_debit)
+                    .push_bind(&t.code)
+                    .push_bind(&t.reference)
+                    .push_bind(&t.description)
+                    .push_bind(&t.counterparty)
+                    .push_bind(t.balance_after_minor);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn customer(&self, username: &str) -> Result<Option<CustomerRecord>, StoreError> {
+        Ok(
+            sqlx::query_as::<_, CustomerRecord>("SELECT * FROM customers WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn accounts_of(&self, owner: &str) -> Result<Vec<AccountRecord>, StoreError> {
+        Ok(sqlx::query_as::<_, AccountRecord>(
+            "SELECT * FROM accounts WHERE owner = $1 ORDER BY opened_at, account_id",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        Ok(
+            sqlx::query_as::<_, AccountRecord>("SELECT * FROM accounts WHERE account_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// One page of an account's transactions, oldest first, and how many match in all.
+    pub async fn transactions(
+        &self,
+        q: &TransactionQuery,
+    ) -> Result<(Vec<TransactionRecord>, i64), StoreError> {
+        const FILTER: &str = "account_id = $1 AND ($2 IS NULL OR booked_at >= $2) \
+             AND ($3 IS NULL OR booked_at <= $3) \
+             AND ((credit_debit = 'Credit' AND $4) OR (credit_debit = 'Debit' AND $5))";
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM transactions WHERE {FILTER}"
+        )))
+        .bind(&q.account_id)
+        .bind(&q.from)
+        .bind(&q.to)
+        .bind(q.credits)
+        .bind(q.debits)
+        .fetch_one(&self.pool)
+        .await?;
+        let page = sqlx::query_as::<_, TransactionRecord>(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM transactions WHERE {FILTER} \
+             ORDER BY booked_at, transaction_id LIMIT $6 OFFSET $7"
+        )))
+        .bind(&q.account_id)
+        .bind(&q.from)
+        .bind(&q.to)
+        .bind(q.credits)
+        .bind(q.debits)
+        .bind(q.limit)
+        .bind(q.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((page, total))
+    }
+
+    // ---- authorization grants and refresh tokens ----
+
+    pub async fn insert_grant(
+        &self,
+        g: &GrantRecord,
+        refresh_hash: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO grants (grant_id, client_id, cert_thumbprint, consent_id, scope, status, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&g.grant_id)
+        .bind(&g.client_id)
+        .bind(&g.cert_thumbprint)
+        .bind(&g.consent_id)
+        .bind(&g.scope)
+        .bind(&g.status)
+        .bind(g.created_at)
+        .bind(g.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, grant_id, status, created_at) \
+             VALUES ($1, $2, 'active', $3)",
+        )
+        .bind(refresh_hash)
+        .bind(&g.grant_id)
+        .bind(g.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn refresh_lookup(&self, hash: &str) -> Result<RefreshLookup, StoreError> {
+        let row = sqlx::query("SELECT grant_id, status FROM refresh_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(RefreshLookup::Unknown);
+        };
+        let grant_id: String = row.try_get("grant_id")?;
+        let status: String = row.try_get("status")?;
+        let grant = sqlx::query_as::<_, GrantRecord>("SELECT * FROM grants WHERE grant_id = $1")
+            .bind(&grant_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("refresh token of unknown grant {grant_id}"))
+            })?;
+        Ok(if status == "active" {
+            RefreshLookup::Active(grant)
+        } else {
+            RefreshLookup::RotatedOut(grant)
+        })
+    }
+
+    /// Replaces the grant's current refresh token; false when `old` was not current any more
+    /// (a concurrent rotation won).
+    pub async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        grant_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET status = 'rotated' \
+             WHERE token_hash = $1 AND grant_id = $2 AND status = 'active'",
+        )
+        .bind(old_hash)
+        .bind(grant_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, grant_id, status, created_at) \
+             VALUES ($1, $2, 'active', $3)",
+        )
+        .bind(new_hash)
+        .bind(grant_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Remembers an access token issued from a grant, so revoking the grant can revoke it.
+    pub async fn add_grant_token(
+        &self,
+        grant_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO grant_access_tokens (jti, grant_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(jti)
+        .bind(grant_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Revokes a grant (its refresh tokens die with it) and records the revocation of every
+    /// unexpired access token issued from it; returns those `(jti, expires_at)`.
+    pub async fn revoke_grant(
+        &self,
+        grant_id: &str,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE grants SET status = 'revoked' WHERE grant_id = $1")
+            .bind(grant_id)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT g.jti, g.expires_at, gr.client_id FROM grant_access_tokens g \
+             JOIN grants gr ON gr.grant_id = g.grant_id \
+             WHERE g.grant_id = $1 AND g.expires_at > $2",
+        )
+        .bind(grant_id)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut live = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (jti, exp, client): (String, i64, String) = (
+                r.try_get("jti")?,
+                r.try_get("expires_at")?,
+                r.try_get("client_id")?,
+            );
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, client_id, expires_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(&jti)
+            .bind(&client)
+            .bind(exp)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            live.push((jti, exp));
+        }
+        tx.commit().await?;
+        Ok(live)
+    }
+
+    // ---- payments and funds confirmations ----
+
+    /// Records a payment atomically: the consent goes `Authorised` → `Consumed` (so it pays
+    /// once), the debtor account is debited, the transaction and the payment are written.
+    pub async fn create_payment(
+        &self,
+        p: &PaymentRecord,
+        t: &TransactionRecord,
+    ) -> Result<PaymentRecord, PaymentRefused> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let consumed = sqlx::query(
+            "UPDATE consents SET status = 'Consumed', status_updated_at = $1 \
+             WHERE consent_id = $2 AND status = 'Authorised'",
+        )
+        .bind(&p.created_at)
+        .bind(&p.consent_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if consumed.rows_affected() != 1 {
+            return Err(PaymentRefused::ConsentNotAuthorised(p.consent_id.clone()));
+        }
+        let balance: i64 = sqlx::query_scalar(
+            "UPDATE accounts SET balance_minor = balance_minor - $1, updated_at = $2 \
+             WHERE account_id = $3 RETURNING balance_minor",
+        )
+        .bind(t.amount_minor)
+        .bind(&p.created_at)
+        .bind(&t.account_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        sqlx::query(
+            "INSERT INTO transactions (transaction_id, account_id, booked_at, amount_minor, \
+             credit_debit, code, reference, description, counterparty, balance_after_minor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&t.transaction_id)
+        .bind(&t.account_id)
+        .bind(&t.booked_at)
+        .bind(t.amount_minor)
+        .bind(&t.credit_debit)
+        .bind(&t.code)
+        .bind(&t.reference)
+        .bind(&t.description)
+        .bind(&t.counterparty)
+        .bind(balance)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let inserted = sqlx::query(
+            "INSERT INTO payments (payment_id, consent_id, client_id, account_id, transaction_id, \
+             status, data, created_at, status_updated_at, idempotency_key, request_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&p.payment_id)
+        .bind(&p.consent_id)
+        .bind(&p.client_id)
+        .bind(&p.account_id)
+        .bind(&p.transaction_id)
+        .bind(&p.status)
+        .bind(&p.data)
+        .bind(&p.created_at)
+        .bind(&p.status_updated_at)
+        .bind(&p.idempotency_key)
+        .bind(&p.request_hash)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(PaymentRefused::IdempotencyKeyTaken);
+            }
+            Err(e) => return Err(StoreError::from(e).into()),
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(p.clone())
+    }
+
+    pub async fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        Ok(
+            sqlx::query_as::<_, PaymentRecord>("SELECT * FROM payments WHERE payment_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn payment_by_idempotency_key(
+        &self,
+        client_id: &str,
+        key: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        Ok(sqlx::query_as::<_, PaymentRecord>(
+            "SELECT * FROM payments WHERE client_id = $1 AND idempotency_key = $2",
+        )
+        .bind(client_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_funds_confirmation(
+        &self,
+        id: &str,
+        consent_id: &str,
+        client_id: &str,
+        data: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO funds_confirmations (confirmation_id, consent_id, client_id, data, \
+             created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(consent_id)
+        .bind(client_id)
+        .bind(data)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     // ---- token revocations ----

@@ -51,7 +51,14 @@ pub struct TestApp {
     pub self_signed: CertFiles,
     pub store: Store,
     pub reloader: obgate::startup::Reloader,
+    /// Sandbox bank customers and their passwords.
+    pub customers: Vec<(String, String)>,
     handle: actix_server::ServerHandle,
+}
+
+/// The redirect URI registered for the client whose certificate CN is `cn`.
+pub fn redirect_uri(cn: &str) -> String {
+    format!("https://{cn}.example/cb")
 }
 
 fn write(issued: &Issued, dir: &Path, name: &str) -> Res<CertFiles> {
@@ -94,6 +101,15 @@ impl TestApp {
         let config = self.rustls()?.with_no_client_auth();
         Ok(reqwest::Client::builder()
             .tls_backend_preconfigured(config)
+            .build()?)
+    }
+
+    /// A browser's client: no certificate, redirects not followed (tests read `Location`).
+    pub fn anonymous_no_redirects(&self) -> Res<reqwest::Client> {
+        let config = self.rustls()?.with_no_client_auth();
+        Ok(reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?)
     }
 
@@ -261,20 +277,55 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
     customise(&mut settings);
 
     let store = Store::connect(&settings.database.url).await?;
-    let register = |c: &CertFiles, roles: &str, auth: AuthMethod| {
-        obgate::cli::new_client(&settings, &c.cert, "test client", roles, auth, &[], None)
+    let register = |c: &CertFiles, cn: &str, name: &str, roles: &str, auth: AuthMethod| {
+        obgate::cli::new_client(
+            &settings,
+            &c.cert,
+            name,
+            roles,
+            auth,
+            &[redirect_uri(cn)],
+            None,
+        )
     };
     let stamp = "2026-01-01T00:00:00+00:00";
-    for (c, roles, auth) in [
-        (&tpp_a, "AISP,PISP,CBPII", AuthMethod::TlsClientAuth),
-        (&tpp_b, "AISP,PISP,CBPII", AuthMethod::TlsClientAuth),
-        (&aisp_only, "AISP", AuthMethod::TlsClientAuth),
-        (&self_signed, "AISP", AuthMethod::SelfSignedTlsClientAuth),
+    for (c, cn, name, roles, auth) in [
+        (
+            &tpp_a,
+            "tpp-a",
+            "Alpha Money",
+            "AISP,PISP,CBPII",
+            AuthMethod::TlsClientAuth,
+        ),
+        (
+            &tpp_b,
+            "tpp-b",
+            "Beta Budget",
+            "AISP,PISP,CBPII",
+            AuthMethod::TlsClientAuth,
+        ),
+        (
+            &aisp_only,
+            "tpp-aisp",
+            "Gamma Insights",
+            "AISP",
+            AuthMethod::TlsClientAuth,
+        ),
+        (
+            &self_signed,
+            "tpp-self",
+            "Delta Apps",
+            "AISP",
+            AuthMethod::SelfSignedTlsClientAuth,
+        ),
     ] {
         store
-            .insert_client(&register(c, roles, auth)?, stamp)
+            .insert_client(&register(c, cn, name, roles, auth)?, stamp)
             .await?;
     }
+    let customers = obgate::resources::sandbox::seed(&store, obgate::clock::now())
+        .await?
+        .ok_or("the sandbox bank was already seeded")?;
 
     let app = Application::build(settings.clone()).await?;
     let (mtls, public, ops) = (app.mtls_addr(), app.public_addr(), app.ops_addr());
@@ -302,6 +353,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         self_signed,
         store,
         reloader,
+        customers,
         handle,
     };
     let health = reqwest::Client::new();
@@ -328,6 +380,19 @@ pub async fn spawn_app_with_partner_ca() -> Res<(TestApp, Issued)> {
     })
     .await?;
     Ok((app, partner_ca))
+}
+
+/// Settings customisation that runs the app on a copy of the shipped policy, edited.
+pub fn with_policy(edit: impl Fn(String) -> String) -> impl FnOnce(&mut Settings) {
+    move |s: &mut Settings| {
+        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/access.toml");
+        let dir = s.tls.client_ca[0].with_file_name("policies");
+        // Should either fail, the server refuses to start and names the missing file.
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::read_to_string(shipped)
+            .map(|t| std::fs::write(dir.join("access.toml"), edit(t)));
+        s.policy.dir = dir;
+    }
 }
 
 /// Decodes a JWT's payload without verifying it (tests only).

@@ -1,5 +1,6 @@
 mod audit;
 mod cli;
+mod flows;
 mod helpers;
 mod ops;
 mod resources;

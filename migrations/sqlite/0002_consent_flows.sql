@@ -1,0 +1,99 @@
+-- The sandbox bank: customers (PSUs), their accounts and transactions. Amounts are integer
+-- minor units (pence); `booked_at` is UTC RFC 3339 with a fixed width, so text order is time order.
+CREATE TABLE customers (
+    username      TEXT PRIMARY KEY,
+    display_name  TEXT NOT NULL,
+    password_hash TEXT NOT NULL
+);
+
+CREATE TABLE accounts (
+    account_id       TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL REFERENCES customers (username),
+    currency         TEXT NOT NULL,
+    account_type     TEXT NOT NULL,
+    account_sub_type TEXT NOT NULL,
+    nickname         TEXT NOT NULL,
+    scheme_name      TEXT NOT NULL,
+    identification   TEXT NOT NULL UNIQUE,
+    name             TEXT NOT NULL,
+    opened_at        TEXT NOT NULL,
+    balance_minor    INTEGER NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+CREATE INDEX accounts_owner ON accounts (owner);
+
+CREATE TABLE transactions (
+    transaction_id      TEXT PRIMARY KEY,
+    account_id          TEXT NOT NULL REFERENCES accounts (account_id),
+    booked_at           TEXT NOT NULL,
+    amount_minor        INTEGER NOT NULL CHECK (amount_minor > 0),
+    credit_debit        TEXT NOT NULL CHECK (credit_debit IN ('Credit', 'Debit')),
+    code                TEXT NOT NULL,
+    reference           TEXT NOT NULL,
+    description         TEXT NOT NULL,
+    counterparty        TEXT NOT NULL,
+    balance_after_minor INTEGER NOT NULL
+);
+CREATE INDEX transactions_account ON transactions (account_id, booked_at, transaction_id);
+
+-- A client's public keys (a JWK Set), for its signed request objects (RFC 9101).
+ALTER TABLE clients ADD COLUMN jwks TEXT;
+
+-- Who authorised a consent, and which of their accounts it covers.
+ALTER TABLE consents ADD COLUMN psu TEXT REFERENCES customers (username);
+ALTER TABLE consents ADD COLUMN account_ids TEXT NOT NULL DEFAULT '[]';
+
+-- An authorization grant: what one authorization code was exchanged for. Refresh tokens and the
+-- access tokens issued from it belong to it, so a replayed code or a reused rotated-out refresh
+-- token revokes them all.
+CREATE TABLE grants (
+    grant_id        TEXT PRIMARY KEY,
+    client_id       TEXT NOT NULL REFERENCES clients (client_id),
+    cert_thumbprint TEXT NOT NULL,
+    consent_id      TEXT NOT NULL REFERENCES consents (consent_id),
+    scope           TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL
+);
+CREATE INDEX grants_consent ON grants (consent_id);
+
+-- Refresh tokens are stored as SHA-256 hashes, never in the clear.
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    grant_id   TEXT NOT NULL REFERENCES grants (grant_id),
+    status     TEXT NOT NULL CHECK (status IN ('active', 'rotated')),
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id);
+
+CREATE TABLE grant_access_tokens (
+    jti        TEXT PRIMARY KEY,
+    grant_id   TEXT NOT NULL REFERENCES grants (grant_id),
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX grant_access_tokens_grant ON grant_access_tokens (grant_id);
+
+-- Domestic payments: at most one per consent (UNIQUE), one per idempotency key per client.
+CREATE TABLE payments (
+    payment_id        TEXT PRIMARY KEY,
+    consent_id        TEXT NOT NULL UNIQUE REFERENCES consents (consent_id),
+    client_id         TEXT NOT NULL REFERENCES clients (client_id),
+    account_id        TEXT NOT NULL REFERENCES accounts (account_id),
+    transaction_id    TEXT NOT NULL REFERENCES transactions (transaction_id),
+    status            TEXT NOT NULL,
+    data              TEXT NOT NULL,
+    created_at        TEXT NOT NULL,
+    status_updated_at TEXT NOT NULL,
+    idempotency_key   TEXT NOT NULL,
+    request_hash      TEXT NOT NULL,
+    UNIQUE (client_id, idempotency_key)
+);
+
+CREATE TABLE funds_confirmations (
+    confirmation_id TEXT PRIMARY KEY,
+    consent_id      TEXT NOT NULL REFERENCES consents (consent_id),
+    client_id       TEXT NOT NULL REFERENCES clients (client_id),
+    data            TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+);

@@ -1,0 +1,322 @@
+//! The token endpoint's customer grants: `authorization_code` (PKCE S256, single use, bound to
+//! client and redirect URI) and `refresh_token` (bound to the client and the certificate it was
+//! issued over; rotation a policy setting). Each issues a certificate-bound access token
+//! carrying the consent id.
+
+use openssl::hash::{MessageDigest, hash};
+use serde_json::{Map, Value};
+
+use super::authorize::{
+    self, IssuedCode, USED_CODE_MEMORY, code_key, pkce_matches, random_token, used_code_key,
+};
+use super::clients::Client;
+use super::token::{MintedToken, TokenService};
+use super::{OAuthError, ScopeSet};
+use crate::clock;
+use crate::resources::consents;
+use crate::state::SharedState;
+use crate::store::{GrantRecord, RefreshLookup, Store, StoreError};
+use crate::tls::VerifiedClientCert;
+
+/// What the customer grants need from the policy.
+#[derive(Clone, Copy, Debug)]
+pub struct GrantSettings {
+    pub access_token_lifetime: i64,
+    pub refresh_token_lifetime: i64,
+    pub rotate_refresh_tokens: bool,
+}
+
+/// Tokens issued by a customer grant.
+pub struct Issued {
+    pub access: MintedToken,
+    /// A new refresh token (always from a code; from a refresh only when rotating).
+    pub refresh_token: Option<String>,
+    pub consent_id: String,
+}
+
+/// Everything the grants touch.
+pub struct GrantContext<'a> {
+    pub store: &'a Store,
+    pub state: &'a SharedState,
+    pub tokens: &'a TokenService,
+    pub settings: GrantSettings,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> OAuthError {
+    OAuthError::TemporarilyUnavailable(format!("shared state unavailable: {e}"))
+}
+
+fn store_failed(e: StoreError) -> OAuthError {
+    OAuthError::ServerError(e.to_string())
+}
+
+fn refresh_hash(token: &str) -> String {
+    hash(MessageDigest::sha256(), token.as_bytes())
+        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default()
+}
+
+fn param<'p>(params: &'p Map<String, Value>, name: &str) -> Option<&'p str> {
+    params
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+impl GrantContext<'_> {
+    /// Revokes a grant and every live access token issued from it.
+    async fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<(), OAuthError> {
+        for (jti, exp) in self
+            .store
+            .revoke_grant(grant_id, now)
+            .await
+            .map_err(store_failed)?
+        {
+            self.state
+                .revoke(&jti, exp, now)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn usable_consent(&self, consent_id: &str, client: &Client) -> Result<(), OAuthError> {
+        let consent = self
+            .store
+            .consent(consent_id)
+            .await
+            .map_err(store_failed)?
+            .filter(|c| c.client_id == client.client_id.as_str())
+            .ok_or_else(|| OAuthError::InvalidGrant(format!("consent {consent_id} is unknown")))?;
+        consents::usable(&consent, clock::now())
+            .map_err(|e| OAuthError::InvalidGrant(e.to_string()))
+    }
+
+    fn mint(
+        &self,
+        client: &Client,
+        cert: &VerifiedClientCert,
+        scope: &str,
+        consent_id: &str,
+        now: i64,
+    ) -> Result<MintedToken, OAuthError> {
+        let scope = ScopeSet::parse(scope).map_err(OAuthError::ServerError)?;
+        self.tokens.mint(
+            &client.client_id,
+            scope,
+            cert,
+            Some(consent_id.to_string()),
+            self.settings.access_token_lifetime,
+            now,
+        )
+    }
+
+    /// RFC 6749 §4.1.3 with RFC 7636 §4.6. A code is redeemed at its first presentation,
+    /// whoever presents it; presented again, it is refused and what it was exchanged for is
+    /// revoked (RFC 6749 §4.1.2).
+    #[tracing::instrument(skip_all)]
+    pub async fn exchange_code(
+        &self,
+        params: &Map<String, Value>,
+        client: &Client,
+        cert: &VerifiedClientCert,
+        now: i64,
+    ) -> Result<Issued, OAuthError> {
+        let code = param(params, "code")
+            .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+        let Some(issued) = self
+            .state
+            .take(&code_key(code), now)
+            .await
+            .map_err(unavailable)?
+        else {
+            let used = self
+                .state
+                .get(&used_code_key(code), now)
+                .await
+                .map_err(unavailable)?;
+            return match used {
+                Some(grant_id) => {
+                    self.revoke_grant(&grant_id, now).await?;
+                    Err(OAuthError::InvalidGrant(
+                        "the authorization code was already used; the tokens issued for it \
+                         have been revoked"
+                            .into(),
+                    ))
+                }
+                None => Err(OAuthError::InvalidGrant(
+                    "the authorization code is unknown or has expired".into(),
+                )),
+            };
+        };
+        let grant_id = format!("grant-{}", uuid::Uuid::new_v4().simple());
+        self.state
+            .put(&used_code_key(code), &grant_id, now + USED_CODE_MEMORY)
+            .await
+            .map_err(unavailable)?;
+        let issued: IssuedCode = serde_json::from_str(&issued)
+            .map_err(|e| OAuthError::ServerError(format!("stored code unreadable: {e}")))?;
+        let request = &issued.request;
+        if request.client_id != client.client_id.as_str() {
+            return Err(OAuthError::InvalidGrant(
+                "the authorization code was issued to another client".into(),
+            ));
+        }
+        match param(params, "redirect_uri") {
+            Some(uri) if uri == request.redirect_uri => {}
+            Some(_) => {
+                return Err(OAuthError::InvalidGrant(
+                    "redirect_uri differs from the one the code was issued for".into(),
+                ));
+            }
+            None => {
+                return Err(OAuthError::InvalidRequest(
+                    "redirect_uri is required".into(),
+                ));
+            }
+        }
+        let verifier = param(params, "code_verifier")
+            .ok_or_else(|| OAuthError::InvalidGrant("code_verifier is required (PKCE)".into()))?;
+        if !pkce_matches(verifier, &request.code_challenge) {
+            return Err(OAuthError::InvalidGrant(
+                "code_verifier does not match the code_challenge (PKCE S256)".into(),
+            ));
+        }
+        self.usable_consent(&request.consent_id, client).await?;
+        let access = self.mint(client, cert, &request.scope, &request.consent_id, now)?;
+        let refresh = random_token()?;
+        let consent_expiry = self
+            .store
+            .consent(&request.consent_id)
+            .await
+            .map_err(store_failed)?
+            .and_then(|c| consents::expires_at(&c))
+            .map(|t| t.unix_timestamp());
+        let expires_at = consent_expiry.map_or(now + self.settings.refresh_token_lifetime, |e| {
+            e.min(now + self.settings.refresh_token_lifetime)
+        });
+        let grant = GrantRecord {
+            grant_id: grant_id.clone(),
+            client_id: client.client_id.to_string(),
+            cert_thumbprint: cert.thumbprint_b64().to_string(),
+            consent_id: request.consent_id.clone(),
+            scope: request.scope.clone(),
+            status: "active".into(),
+            created_at: now,
+            expires_at,
+        };
+        self.store
+            .insert_grant(&grant, &refresh_hash(&refresh))
+            .await
+            .map_err(store_failed)?;
+        self.store
+            .add_grant_token(&grant_id, &access.jti, now + access.expires_in)
+            .await
+            .map_err(store_failed)?;
+        Ok(Issued {
+            access,
+            refresh_token: Some(refresh),
+            consent_id: request.consent_id.clone(),
+        })
+    }
+
+    /// RFC 6749 §6, bound to the client and certificate of the grant (RFC 8705 §4).
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(
+        &self,
+        params: &Map<String, Value>,
+        client: &Client,
+        cert: &VerifiedClientCert,
+        now: i64,
+    ) -> Result<Issued, OAuthError> {
+        let token = param(params, "refresh_token")
+            .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
+        let old_hash = refresh_hash(token);
+        let grant = match self
+            .store
+            .refresh_lookup(&old_hash)
+            .await
+            .map_err(store_failed)?
+        {
+            RefreshLookup::Unknown => {
+                return Err(OAuthError::InvalidGrant("unknown refresh token".into()));
+            }
+            RefreshLookup::RotatedOut(grant) => {
+                self.revoke_grant(&grant.grant_id, now).await?;
+                return Err(OAuthError::InvalidGrant(
+                    "this refresh token was rotated out and used again; the whole grant has \
+                     been revoked"
+                        .into(),
+                ));
+            }
+            RefreshLookup::Active(grant) => grant,
+        };
+        if grant.status != "active" {
+            return Err(OAuthError::InvalidGrant(
+                "the grant behind this refresh token has been revoked".into(),
+            ));
+        }
+        if grant.client_id != client.client_id.as_str() {
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token was issued to another client".into(),
+            ));
+        }
+        if grant.cert_thumbprint != cert.thumbprint_b64() {
+            return Err(OAuthError::InvalidGrant(format!(
+                "the refresh token is bound to certificate thumbprint {}, but this connection's \
+                 certificate has thumbprint {}",
+                grant.cert_thumbprint,
+                cert.thumbprint_b64()
+            )));
+        }
+        if grant.expires_at <= now {
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token has expired".into(),
+            ));
+        }
+        self.usable_consent(&grant.consent_id, client).await?;
+        let refresh_token = if self.settings.rotate_refresh_tokens {
+            let new = random_token()?;
+            let rotated = self
+                .store
+                .rotate_refresh(&old_hash, &refresh_hash(&new), &grant.grant_id, now)
+                .await
+                .map_err(store_failed)?;
+            if !rotated {
+                self.revoke_grant(&grant.grant_id, now).await?;
+                return Err(OAuthError::InvalidGrant(
+                    "this refresh token was used concurrently; the grant has been revoked".into(),
+                ));
+            }
+            Some(new)
+        } else {
+            None
+        };
+        let access = self.mint(client, cert, &grant.scope, &grant.consent_id, now)?;
+        self.store
+            .add_grant_token(&grant.grant_id, &access.jti, now + access.expires_in)
+            .await
+            .map_err(store_failed)?;
+        Ok(Issued {
+            access,
+            refresh_token,
+            consent_id: grant.consent_id,
+        })
+    }
+}
+
+/// Issues a code for an approved request and stores it for one redemption.
+pub async fn issue_code(
+    state: &SharedState,
+    issued: &IssuedCode,
+    now: i64,
+) -> Result<String, OAuthError> {
+    let code = random_token()?;
+    let value = serde_json::to_string(issued)
+        .map_err(|e| OAuthError::ServerError(format!("code not storable: {e}")))?;
+    state
+        .put(&code_key(&code), &value, now + authorize::CODE_LIFETIME)
+        .await
+        .map_err(unavailable)?;
+    Ok(code)
+}

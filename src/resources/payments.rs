@@ -1,0 +1,341 @@
+//! Domestic payments (OBWriteDomestic2 → OBWriteDomesticResponse5) and funds confirmation
+//! (OBFundsConfirmation1) against the sandbox bank. A payment must repeat its consent's
+//! `Initiation` and `Risk` exactly, consumes the consent once, and is idempotent per
+//! `x-idempotency-key`.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::ResourceError;
+use super::codes::*;
+use super::consents::{Amount, DomesticInitiation, DomesticPaymentConsentDetails};
+use super::sandbox::parse_minor;
+use crate::clock;
+use crate::store::{
+    ConsentRecord, PaymentRecord, PaymentRefused, Store, StoreError, TransactionRecord,
+};
+
+pub const PATH: &str = "/open-banking/v3.1/pisp/domestic-payments";
+const FUNDS_PATH: &str = "/open-banking/v3.1/cbpii/funds-confirmations";
+const SETTLED: &str = "AcceptedSettlementCompleted";
+
+/// OBWriteDomestic2
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PaymentRequest {
+    data: PaymentRequestData,
+    risk: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PaymentRequestData {
+    consent_id: String,
+    initiation: DomesticInitiation,
+}
+
+/// OBFundsConfirmation1
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct FundsRequest {
+    data: FundsRequestData,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct FundsRequestData {
+    consent_id: String,
+    reference: String,
+    instructed_amount: Amount,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> ResourceError {
+    ResourceError::Store(StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn malformed(e: serde_json::Error) -> ResourceError {
+    ResourceError::field(
+        INVALID_FORMAT,
+        "(body)",
+        format!("malformed request body: {e}"),
+    )
+}
+
+fn fingerprint(body: &Value) -> String {
+    crate::oauth::authorize::digest(&body.to_string())
+}
+
+fn same_consent(requested: &str, consent: &ConsentRecord) -> Result<(), ResourceError> {
+    if requested != consent.consent_id {
+        return Err(ResourceError::field(
+            CONSENT_MISMATCH,
+            "Data.ConsentId",
+            format!(
+                "Data.ConsentId {requested:?} is not the consent this access token was issued \
+                 for ({})",
+                consent.consent_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn response(p: &PaymentRecord, base_url: &str) -> Result<Value, ResourceError> {
+    let data: Value = serde_json::from_str(&p.data).map_err(|e| corrupt(&p.payment_id, e))?;
+    Ok(json!({
+        "Data": data,
+        "Links": { "Self": format!("{base_url}{PATH}/{}", p.payment_id) },
+        "Meta": {},
+    }))
+}
+
+/// The outcome of `POST /domestic-payments`: created now, or the earlier response repeated.
+pub enum PaymentOutcome {
+    Created(Value),
+    Repeated(Value),
+}
+
+/// Makes the payment the consent authorised. The same idempotency key with the same body
+/// returns the first response and pays nothing; with another body it is refused.
+pub async fn create(
+    store: &Store,
+    client_id: &str,
+    consent: &ConsentRecord,
+    body: &[u8],
+    idempotency_key: &str,
+    base_url: &str,
+    now: OffsetDateTime,
+) -> Result<PaymentOutcome, ResourceError> {
+    let value: Value = serde_json::from_slice(body).map_err(malformed)?;
+    let hash = fingerprint(&value);
+    if let Some(existing) = store
+        .payment_by_idempotency_key(client_id, idempotency_key)
+        .await?
+    {
+        if existing.request_hash != hash {
+            return Err(ResourceError::IdempotencyMismatch(
+                idempotency_key.to_string(),
+            ));
+        }
+        return Ok(PaymentOutcome::Repeated(response(&existing, base_url)?));
+    }
+    let request: PaymentRequest = serde_json::from_value(value).map_err(malformed)?;
+    same_consent(&request.data.consent_id, consent)?;
+    let authorised: DomesticPaymentConsentDetails =
+        serde_json::from_str(&consent.data).map_err(|e| corrupt(&consent.consent_id, e))?;
+    let as_value = |i: &DomesticInitiation| serde_json::to_value(i).unwrap_or(Value::Null);
+    if as_value(&request.data.initiation) != as_value(&authorised.initiation) {
+        return Err(ResourceError::field(
+            CONSENT_MISMATCH,
+            "Data.Initiation",
+            "the Initiation differs from the one the customer authorised in the consent",
+        ));
+    }
+    let consent_risk: Value =
+        serde_json::from_str(&consent.risk).map_err(|e| corrupt(&consent.consent_id, e))?;
+    if request.risk != consent_risk {
+        return Err(ResourceError::field(
+            CONSENT_MISMATCH,
+            "Risk",
+            "the Risk differs from the consent's",
+        ));
+    }
+    let account_id = consent
+        .account_ids()
+        .into_iter()
+        .next()
+        .ok_or_else(|| corrupt(&consent.consent_id, "authorised without a debtor account"))?;
+    let account = store
+        .account(&account_id)
+        .await?
+        .ok_or_else(|| corrupt(&consent.consent_id, "debtor account is gone"))?;
+    let amount = &request.data.initiation.instructed_amount;
+    if amount.currency != account.currency {
+        return Err(ResourceError::field(
+            UNSUPPORTED_CURRENCY,
+            "Data.Initiation.InstructedAmount.Currency",
+            format!(
+                "the debtor account is in {}, not {}",
+                account.currency, amount.currency
+            ),
+        ));
+    }
+    let minor = parse_minor(&amount.amount).ok_or_else(|| {
+        ResourceError::field(
+            FIELD_INVALID,
+            "Data.Initiation.InstructedAmount.Amount",
+            "the amount must be in whole pence",
+        )
+    })?;
+    let stamp = clock::ob_datetime(now);
+    let payment_id = format!("dp-{}", uuid::Uuid::new_v4().simple());
+    let creditor = request
+        .data
+        .initiation
+        .creditor_account
+        .name
+        .clone()
+        .unwrap_or_else(|| {
+            request
+                .data
+                .initiation
+                .creditor_account
+                .identification
+                .clone()
+        });
+    let reference = request
+        .data
+        .initiation
+        .remittance_information
+        .as_ref()
+        .and_then(|r| r.reference.clone())
+        .unwrap_or_else(|| request.data.initiation.end_to_end_identification.clone());
+    let transaction = TransactionRecord {
+        transaction_id: format!("txn-{}", uuid::Uuid::new_v4().simple()),
+        account_id: account.account_id.clone(),
+        booked_at: stamp.clone(),
+        amount_minor: minor,
+        credit_debit: "Debit".into(),
+        code: "FPO".into(),
+        reference,
+        description: "FASTER PAYMENT".into(),
+        counterparty: creditor,
+        balance_after_minor: 0,
+    };
+    let data = json!({
+        "DomesticPaymentId": payment_id,
+        "ConsentId": consent.consent_id,
+        "CreationDateTime": stamp,
+        "Status": SETTLED,
+        "StatusUpdateDateTime": stamp,
+        "Initiation": request.data.initiation,
+    });
+    let record = PaymentRecord {
+        payment_id,
+        consent_id: consent.consent_id.clone(),
+        client_id: client_id.to_string(),
+        account_id: account.account_id,
+        transaction_id: transaction.transaction_id.clone(),
+        status: SETTLED.into(),
+        data: data.to_string(),
+        created_at: stamp.clone(),
+        status_updated_at: stamp,
+        idempotency_key: idempotency_key.to_string(),
+        request_hash: hash.clone(),
+    };
+    match store.create_payment(&record, &transaction).await {
+        Ok(p) => Ok(PaymentOutcome::Created(response(&p, base_url)?)),
+        Err(PaymentRefused::ConsentNotAuthorised(id)) => {
+            // A concurrent request with the same key and body may have won the race.
+            match store
+                .payment_by_idempotency_key(client_id, idempotency_key)
+                .await?
+            {
+                Some(p) if p.request_hash == hash => {
+                    Ok(PaymentOutcome::Repeated(response(&p, base_url)?))
+                }
+                _ => Err(ResourceError::Forbidden {
+                    reason: "consent_consumed",
+                    code: CONSENT_NOT_AUTHORISED,
+                    message: format!(
+                        "consent {id} has already been used for a payment; a consent pays once"
+                    ),
+                }),
+            }
+        }
+        Err(PaymentRefused::IdempotencyKeyTaken) => Err(ResourceError::IdempotencyMismatch(
+            idempotency_key.to_string(),
+        )),
+        Err(PaymentRefused::Store(e)) => Err(e.into()),
+    }
+}
+
+/// `GET /domestic-payments/{id}`: the client's own payment only.
+pub async fn get(
+    store: &Store,
+    client_id: &str,
+    payment_id: &str,
+    base_url: &str,
+) -> Result<Value, ResourceError> {
+    match store.payment(payment_id).await? {
+        Some(p) if p.client_id == client_id => response(&p, base_url),
+        _ => Err(ResourceError::NotFound(format!(
+            "no domestic payment {payment_id:?} for this client"
+        ))),
+    }
+}
+
+/// `POST /funds-confirmations`: whether the consented account could pay this amount now.
+pub async fn confirm_funds(
+    store: &Store,
+    client_id: &str,
+    consent: &ConsentRecord,
+    body: &[u8],
+    base_url: &str,
+    now: OffsetDateTime,
+) -> Result<Value, ResourceError> {
+    let request: FundsRequest = serde_json::from_slice(body).map_err(malformed)?;
+    same_consent(&request.data.consent_id, consent)?;
+    let reference = &request.data.reference;
+    if reference.is_empty() || reference.chars().count() > 35 {
+        return Err(ResourceError::field(
+            FIELD_INVALID,
+            "Data.Reference",
+            "must be 1 to 35 characters",
+        ));
+    }
+    let account_id = consent
+        .account_ids()
+        .into_iter()
+        .next()
+        .ok_or_else(|| corrupt(&consent.consent_id, "authorised without an account"))?;
+    let account = store
+        .account(&account_id)
+        .await?
+        .ok_or_else(|| corrupt(&consent.consent_id, "account is gone"))?;
+    let amount = &request.data.instructed_amount;
+    if amount.currency != account.currency {
+        return Err(ResourceError::field(
+            UNSUPPORTED_CURRENCY,
+            "Data.InstructedAmount.Currency",
+            format!("the account is in {}", account.currency),
+        ));
+    }
+    let minor = parse_minor(&amount.amount)
+        .filter(|m| *m > 0)
+        .ok_or_else(|| {
+            ResourceError::field(
+                FIELD_INVALID,
+                "Data.InstructedAmount.Amount",
+                format!(
+                    "{:?} is not a positive amount in whole pence",
+                    amount.amount
+                ),
+            )
+        })?;
+    let id = format!("fc-{}", uuid::Uuid::new_v4().simple());
+    let stamp = clock::ob_datetime(now);
+    let data = json!({
+        "FundsConfirmationId": id,
+        "ConsentId": consent.consent_id,
+        "CreationDateTime": stamp,
+        "FundsAvailable": account.balance_minor >= minor,
+        "Reference": reference,
+        "InstructedAmount": amount,
+    });
+    store
+        .insert_funds_confirmation(
+            &id,
+            &consent.consent_id,
+            client_id,
+            &data.to_string(),
+            &stamp,
+        )
+        .await?;
+    Ok(json!({
+        "Data": data,
+        "Links": { "Self": format!("{base_url}{FUNDS_PATH}/{id}") },
+        "Meta": {},
+    }))
+}

@@ -1,0 +1,752 @@
+//! The customer's side of the flow, on the public listener (a browser is never asked for a
+//! certificate): `/authorize` (pushed requests only), sign-in, the consent decision, and the
+//! connected-apps page where a customer withdraws access.
+//!
+//! A customer session is a random cookie (`__Host-`, `Secure`, `HttpOnly`, `SameSite=Lax`)
+//! naming server-side state that holds the CSRF token every form must echo.
+
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::http::{StatusCode, header};
+use actix_web::web::{Bytes, Data, Query};
+use actix_web::{HttpRequest, HttpResponse, get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AppState;
+use super::pages::{self, AccountChoice, ConnectedApp, ConsentView};
+use crate::clock;
+use crate::oauth::authorize::{
+    AuthorizationRequest, IssuedCode, digest, random_token, redirect_to, request_uri_key,
+};
+use crate::oauth::clients::{ClientId, ClientStatus};
+use crate::oauth::grants::issue_code;
+use crate::resources::consents::{
+    self, AccountAccessConsentDetails, DomesticPaymentConsentDetails,
+    FundsConfirmationConsentDetails,
+};
+use crate::resources::sandbox::{self, format_minor};
+use crate::store::{AccountRecord, ConsentRecord};
+
+const SESSION_COOKIE: &str = "__Host-obgate-session";
+/// A customer session lasts ten minutes: long enough to sign in and decide.
+const SESSION_LIFETIME: i64 = 600;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    csrf: String,
+    psu: Option<String>,
+    /// The authorization request being decided, taken from its `request_uri`.
+    request: Option<AuthorizationRequest>,
+}
+
+/// What went wrong, as the customer sees it (never a redirect: the redirect URI may not be
+/// trusted yet).
+struct PageError(StatusCode, String);
+
+type PageResult = Result<HttpResponse, PageError>;
+
+impl From<PageError> for HttpResponse {
+    fn from(e: PageError) -> Self {
+        pages::error(e.0, &e.1)
+    }
+}
+
+fn broken(e: impl std::fmt::Display) -> PageError {
+    tracing::error!(error = %e, "customer page failed");
+    PageError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The bank could not complete this step. Please try again shortly.".into(),
+    )
+}
+
+fn bad(msg: &str) -> PageError {
+    PageError(StatusCode::BAD_REQUEST, msg.to_string())
+}
+
+fn session_key(id: &str) -> String {
+    format!("session:{}", digest(id))
+}
+
+async fn load_session(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<(String, Session)>, PageError> {
+    let Some(id) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()) else {
+        return Ok(None);
+    };
+    let now = clock::now().unix_timestamp();
+    let Some(text) = state
+        .state
+        .get(&session_key(&id), now)
+        .await
+        .map_err(broken)?
+    else {
+        return Ok(None);
+    };
+    let session = serde_json::from_str(&text).map_err(broken)?;
+    Ok(Some((id, session)))
+}
+
+async fn save_session(state: &AppState, id: &str, s: &Session) -> Result<(), PageError> {
+    let text = serde_json::to_string(s).map_err(broken)?;
+    let expires = clock::now().unix_timestamp() + SESSION_LIFETIME;
+    state
+        .state
+        .put(&session_key(id), &text, expires)
+        .await
+        .map_err(broken)
+}
+
+async fn new_session(
+    state: &AppState,
+    s: &Session,
+) -> Result<(String, Cookie<'static>), PageError> {
+    let id = random_token().map_err(broken)?;
+    save_session(state, &id, s).await?;
+    let cookie = Cookie::build(SESSION_COOKIE, id.clone())
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(CookieDuration::seconds(SESSION_LIFETIME))
+        .finish();
+    Ok((id, cookie))
+}
+
+/// Form fields, repeated ones kept (the account choices).
+fn form_fields(body: &[u8]) -> Result<Vec<(String, String)>, PageError> {
+    serde_urlencoded::from_bytes(body).map_err(|_| bad("The form could not be read."))
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The session named by the cookie, if the form echoes its CSRF token.
+async fn checked_session(
+    req: &HttpRequest,
+    state: &AppState,
+    fields: &[(String, String)],
+) -> Result<(String, Session), PageError> {
+    let (id, session) = load_session(req, state).await?.ok_or_else(|| {
+        PageError(
+            StatusCode::BAD_REQUEST,
+            "Your session has expired. Go back to the app and start again.".into(),
+        )
+    })?;
+    let sent = field(fields, "csrf").unwrap_or_default();
+    if !openssl::memcmp::eq(digest(sent).as_bytes(), digest(&session.csrf).as_bytes())
+        || sent.is_empty()
+    {
+        return Err(PageError(
+            StatusCode::FORBIDDEN,
+            "This form was not sent from this bank's page (CSRF check failed).".into(),
+        ));
+    }
+    Ok((id, session))
+}
+
+#[derive(Deserialize)]
+pub struct AuthorizeQuery {
+    client_id: Option<String>,
+    request_uri: Option<String>,
+}
+
+/// RFC 6749 §4.1.1 via RFC 9126 §4: only a pushed request, by its single-use `request_uri`.
+#[utoipa::path(get, path = "/authorize", tag = "customer",
+    params(("client_id" = String, Query), ("request_uri" = String, Query, description = "From /par")),
+    responses(
+        (status = 200, description = "Sign-in page (HTML)", content_type = "text/html"),
+        (status = 400, description = "No pushed request, or it expired or was used (HTML)", content_type = "text/html")))]
+#[get("/authorize")]
+pub async fn authorize(
+    query: Result<Query<AuthorizeQuery>, actix_web::Error>,
+    state: Data<AppState>,
+) -> HttpResponse {
+    start(query, &state).await.unwrap_or_else(Into::into)
+}
+
+async fn start(
+    query: Result<Query<AuthorizeQuery>, actix_web::Error>,
+    state: &AppState,
+) -> PageResult {
+    let query = query.map_err(|_| bad("This sign-in link is malformed."))?;
+    let request_uri = query.request_uri.as_deref().ok_or_else(|| {
+        bad(
+            "This bank accepts only pushed authorization requests: the link needs a request_uri \
+             from /par (FAPI 2.0).",
+        )
+    })?;
+    let now = clock::now().unix_timestamp();
+    let stored = state
+        .state
+        .take(&request_uri_key(request_uri), now)
+        .await
+        .map_err(broken)?
+        .ok_or_else(|| {
+            bad(
+                "This sign-in link has expired or has already been used. Go back to the app \
+                 and start again.",
+            )
+        })?;
+    let request: AuthorizationRequest = serde_json::from_str(&stored).map_err(broken)?;
+    if query.client_id.as_deref() != Some(request.client_id.as_str()) {
+        return Err(bad(
+            "The client_id of this link does not match the pushed request.",
+        ));
+    }
+    let client_id: ClientId = request.client_id.parse().map_err(broken)?;
+    let client = state
+        .store
+        .client(&client_id)
+        .await
+        .map_err(broken)?
+        .filter(|c| c.status == ClientStatus::Active)
+        .ok_or_else(|| bad("The app asking for access is not allowed to connect."))?;
+    let csrf = random_token().map_err(broken)?;
+    let (_, cookie) = new_session(
+        state,
+        &Session {
+            csrf: csrf.clone(),
+            psu: None,
+            request: Some(request),
+        },
+    )
+    .await?;
+    let mut res = pages::page(
+        StatusCode::OK,
+        "Sign in",
+        &pages::login("/authorize/login", &csrf, Some(&client.name), false),
+    );
+    res.add_cookie(&cookie).map_err(broken)?;
+    Ok(res)
+}
+
+/// Checks a customer's password; the same answer whether the user exists or not.
+async fn sign_in(state: &AppState, username: &str, password: &str) -> Result<bool, PageError> {
+    let customer = state.store.customer(username).await.map_err(broken)?;
+    let stored = customer.map(|c| c.password_hash);
+    let password = password.to_string();
+    let ok = actix_web::rt::task::spawn_blocking(move || match stored {
+        Some(h) => sandbox::verify_password(&password, &h),
+        None => {
+            // Spend the same work on unknown users, so timing does not tell who exists.
+            let _ = sandbox::hash_password(&password);
+            false
+        }
+    })
+    .await
+    .map_err(broken)?;
+    Ok(ok)
+}
+
+#[utoipa::path(post, path = "/authorize/login", tag = "customer",
+    responses((status = 200, description = "Consent page (HTML)", content_type = "text/html"),
+        (status = 401, description = "Wrong username or password (HTML)", content_type = "text/html"),
+        (status = 403, description = "CSRF check failed (HTML)", content_type = "text/html")))]
+#[post("/authorize/login")]
+pub async fn authorize_login(req: HttpRequest, body: Bytes, state: Data<AppState>) -> HttpResponse {
+    login_step(&req, &body, &state)
+        .await
+        .unwrap_or_else(Into::into)
+}
+
+async fn login_step(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
+    let fields = form_fields(body)?;
+    let (id, mut session) = checked_session(req, state, &fields).await?;
+    let request = session
+        .request
+        .clone()
+        .ok_or_else(|| bad("There is no request to decide in this session."))?;
+    let username = field(&fields, "username").unwrap_or_default();
+    let password = field(&fields, "password").unwrap_or_default();
+    if !sign_in(state, username, password).await? {
+        let name = tpp_name(state, &request.client_id).await?;
+        return Ok(pages::page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in",
+            &pages::login("/authorize/login", &session.csrf, Some(&name), true),
+        ));
+    }
+    // A new CSRF token after sign-in: nothing seen before it is valid after it.
+    session.psu = Some(username.to_string());
+    session.csrf = random_token().map_err(broken)?;
+    save_session(state, &id, &session).await?;
+    consent_page(state, &session, &request, None).await
+}
+
+async fn tpp_name(state: &AppState, client_id: &str) -> Result<String, PageError> {
+    let id: ClientId = client_id.parse().map_err(broken)?;
+    Ok(state
+        .store
+        .client(&id)
+        .await
+        .map_err(broken)?
+        .map_or_else(|| client_id.to_string(), |c| c.name))
+}
+
+fn account_label(a: &AccountRecord) -> String {
+    let number = a.identification.get(6..).unwrap_or(&a.identification);
+    let last4 = number
+        .get(number.len().saturating_sub(4)..)
+        .unwrap_or(number);
+    format!(
+        "{} ({} {}, ending {last4}) – balance £{}",
+        a.nickname,
+        a.account_type,
+        a.account_sub_type,
+        format_minor(a.balance_minor)
+    )
+}
+
+/// The consent page for the request in this signed-in session.
+async fn consent_page(
+    state: &AppState,
+    session: &Session,
+    request: &AuthorizationRequest,
+    error: Option<String>,
+) -> PageResult {
+    let psu = session
+        .psu
+        .as_deref()
+        .ok_or_else(|| bad("Sign in first."))?;
+    let consent = pending_consent(state, request).await?;
+    let tpp = tpp_name(state, &request.client_id).await?;
+    let accounts = state.store.accounts_of(psu).await.map_err(broken)?;
+    let customer = state
+        .store
+        .customer(psu)
+        .await
+        .map_err(broken)?
+        .map_or_else(|| psu.to_string(), |c| c.display_name);
+    let choices = |preselect: Option<&str>| -> Vec<AccountChoice> {
+        accounts
+            .iter()
+            .filter(|a| preselect.is_none_or(|id| a.identification == id))
+            .map(|a| AccountChoice {
+                id: a.account_id.clone(),
+                label: account_label(a),
+                checked: preselect.is_some(),
+            })
+            .collect()
+    };
+    let view = match consent.kind.as_str() {
+        "account-access" => {
+            let d: AccountAccessConsentDetails =
+                serde_json::from_str(&consent.data).map_err(broken)?;
+            let mut items: Vec<String> = Vec::new();
+            for p in &d.permissions {
+                let line = p.describe().to_string();
+                if !items.contains(&line) {
+                    items.push(line);
+                }
+            }
+            if let (Some(from), Some(to)) =
+                (&d.transaction_from_date_time, &d.transaction_to_date_time)
+            {
+                items.push(format!("Transactions from {from} to {to}"));
+            }
+            ConsentView {
+                tpp: &tpp,
+                customer: &customer,
+                csrf: &session.csrf,
+                heading: format!("Share your account information with {tpp}?"),
+                items,
+                expiry: d.expiration_date_time,
+                accounts: choices(None),
+                many: true,
+                account_legend: "Choose the accounts to share",
+                error,
+            }
+        }
+        "domestic-payment" => {
+            let d: DomesticPaymentConsentDetails =
+                serde_json::from_str(&consent.data).map_err(broken)?;
+            let i = &d.initiation;
+            let amount = format!(
+                "{} {}",
+                i.instructed_amount.amount, i.instructed_amount.currency
+            );
+            let payee = i
+                .creditor_account
+                .name
+                .clone()
+                .unwrap_or_else(|| i.creditor_account.identification.clone());
+            let mut items = vec![
+                format!("A payment of {amount}"),
+                format!(
+                    "To {payee} ({} {})",
+                    i.creditor_account.scheme_name, i.creditor_account.identification
+                ),
+            ];
+            if let Some(r) = i
+                .remittance_information
+                .as_ref()
+                .and_then(|r| r.reference.as_ref())
+            {
+                items.push(format!("Reference: {r}"));
+            }
+            ConsentView {
+                tpp: &tpp,
+                customer: &customer,
+                csrf: &session.csrf,
+                heading: format!("Pay {amount} to {payee}?"),
+                items,
+                expiry: None,
+                accounts: choices(i.debtor_account.as_ref().map(|a| a.identification.as_str())),
+                many: false,
+                account_legend: "Choose the account to pay from",
+                error,
+            }
+        }
+        _ => {
+            let d: FundsConfirmationConsentDetails =
+                serde_json::from_str(&consent.data).map_err(broken)?;
+            ConsentView {
+                tpp: &tpp,
+                customer: &customer,
+                csrf: &session.csrf,
+                heading: format!("Let {tpp} check you have enough money?"),
+                items: vec![
+                    "Whether this account has enough money for a purchase (yes or no only; \
+                     never your balance)"
+                        .into(),
+                ],
+                expiry: d.expiration_date_time,
+                accounts: choices(Some(&d.debtor_account.identification)),
+                many: false,
+                account_legend: "The account to check",
+                error,
+            }
+        }
+    };
+    if view.accounts.is_empty() {
+        return Err(bad(
+            "None of your accounts can be used for this request (the app named an account you \
+             do not hold).",
+        ));
+    }
+    Ok(pages::page(
+        StatusCode::OK,
+        "Review access",
+        &pages::consent(&view),
+    ))
+}
+
+/// The request's consent, still waiting for this decision.
+async fn pending_consent(
+    state: &AppState,
+    request: &AuthorizationRequest,
+) -> Result<ConsentRecord, PageError> {
+    let consent = state
+        .store
+        .consent(&request.consent_id)
+        .await
+        .map_err(broken)?
+        .filter(|c| c.client_id == request.client_id && c.kind == request.consent_kind)
+        .ok_or_else(|| bad("The request names a consent this bank does not know."))?;
+    if consent.status != consents::AWAITING_AUTHORISATION {
+        return Err(bad(&format!(
+            "This request has already been decided (it is {}).",
+            consent.status
+        )));
+    }
+    Ok(consent)
+}
+
+#[utoipa::path(post, path = "/authorize/decision", tag = "customer",
+    responses((status = 303, description = "Back to the client's redirect URI with code, state and iss (RFC 9207), or error=access_denied"),
+        (status = 400, description = "No accounts chosen, or the session expired (HTML)", content_type = "text/html"),
+        (status = 403, description = "CSRF check failed (HTML)", content_type = "text/html")))]
+#[post("/authorize/decision")]
+pub async fn authorize_decision(
+    req: HttpRequest,
+    body: Bytes,
+    state: Data<AppState>,
+) -> HttpResponse {
+    decide(&req, &body, &state).await.unwrap_or_else(Into::into)
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
+    let fields = form_fields(body)?;
+    let (id, session) = checked_session(req, state, &fields).await?;
+    let request = session
+        .request
+        .clone()
+        .ok_or_else(|| bad("There is no request to decide in this session."))?;
+    let psu = session
+        .psu
+        .clone()
+        .ok_or_else(|| bad("Sign in before deciding."))?;
+    let consent = pending_consent(state, &request).await?;
+    let issuer = &state.settings.server.public_url;
+    let stamp = clock::ob_datetime(clock::now());
+    match field(&fields, "decision") {
+        Some("deny") => {
+            state
+                .store
+                .transition_consent(
+                    &consent.consent_id,
+                    &[consents::AWAITING_AUTHORISATION],
+                    consents::REJECTED,
+                    &stamp,
+                )
+                .await
+                .map_err(broken)?;
+            state
+                .state
+                .delete(&session_key(&id))
+                .await
+                .map_err(broken)?;
+            Ok(see_other(&redirect_to(
+                &request,
+                issuer,
+                Err(("access_denied", "the customer denied the request")),
+            )))
+        }
+        Some("approve") => {
+            let owned = state.store.accounts_of(&psu).await.map_err(broken)?;
+            let mut chosen: Vec<String> = fields
+                .iter()
+                .filter(|(k, _)| k == "account")
+                .map(|(_, v)| v.clone())
+                .collect();
+            chosen.dedup();
+            let all_owned = chosen
+                .iter()
+                .all(|c| owned.iter().any(|a| &a.account_id == c));
+            let many = consent.kind == "account-access";
+            let count_ok = if many {
+                !chosen.is_empty()
+            } else {
+                chosen.len() == 1
+            };
+            if !all_owned || !count_ok {
+                let msg = if many {
+                    "Choose at least one account to share."
+                } else {
+                    "Choose one account."
+                };
+                let mut page = consent_page(state, &session, &request, Some(msg.into())).await?;
+                *page.status_mut() = StatusCode::BAD_REQUEST;
+                return Ok(page);
+            }
+            let named = named_account(&consent)?;
+            if let Some(identification) = named
+                && !owned
+                    .iter()
+                    .any(|a| chosen.contains(&a.account_id) && a.identification == identification)
+            {
+                return Err(bad("The account chosen is not the one the app asked for."));
+            }
+            let authorised = state
+                .store
+                .authorise_consent(&consent.consent_id, &psu, &chosen, &stamp)
+                .await
+                .map_err(broken)?;
+            if !authorised {
+                return Err(bad("This request has already been decided."));
+            }
+            let now = clock::now().unix_timestamp();
+            let code = issue_code(
+                &state.state,
+                &IssuedCode {
+                    request: request.clone(),
+                    psu,
+                },
+                now,
+            )
+            .await
+            .map_err(broken)?;
+            state
+                .state
+                .delete(&session_key(&id))
+                .await
+                .map_err(broken)?;
+            Ok(see_other(&redirect_to(&request, issuer, Ok(&code))))
+        }
+        _ => Err(bad("Choose Allow or Deny.")),
+    }
+}
+
+/// The account a payment or funds-confirmation consent names, if it names one.
+fn named_account(consent: &ConsentRecord) -> Result<Option<String>, PageError> {
+    let data: Value = serde_json::from_str(&consent.data).map_err(broken)?;
+    let named = match consent.kind.as_str() {
+        "domestic-payment" => data["Initiation"]["DebtorAccount"]["Identification"].as_str(),
+        "funds-confirmation" => data["DebtorAccount"]["Identification"].as_str(),
+        _ => None,
+    };
+    Ok(named.map(str::to_string))
+}
+
+// ---------------------------------------------------------------- connected apps
+
+#[utoipa::path(get, path = "/connected-apps", tag = "customer",
+    responses((status = 200, description = "Sign-in form, or the customer's connected apps (HTML)", content_type = "text/html")))]
+#[get("/connected-apps")]
+pub async fn connected_apps(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
+    show_apps(&req, &state).await.unwrap_or_else(Into::into)
+}
+
+async fn show_apps(req: &HttpRequest, state: &AppState) -> PageResult {
+    if let Some((_, session)) = load_session(req, state).await?
+        && let Some(psu) = &session.psu
+    {
+        return apps_page(state, psu, &session.csrf).await;
+    }
+    let csrf = random_token().map_err(broken)?;
+    let (_, cookie) = new_session(
+        state,
+        &Session {
+            csrf: csrf.clone(),
+            psu: None,
+            request: None,
+        },
+    )
+    .await?;
+    let mut res = pages::page(
+        StatusCode::OK,
+        "Connected apps",
+        &pages::login("/connected-apps/login", &csrf, None, false),
+    );
+    res.add_cookie(&cookie).map_err(broken)?;
+    Ok(res)
+}
+
+async fn apps_page(state: &AppState, psu: &str, csrf: &str) -> PageResult {
+    let mut apps = Vec::new();
+    for c in state.store.consents_of_psu(psu).await.map_err(broken)? {
+        let what = match c.kind.as_str() {
+            "account-access" => "Account information",
+            "domestic-payment" => "A single payment",
+            _ => "Confirmation of funds",
+        };
+        let usable = consents::usable(&c, clock::now()).is_ok();
+        let status = match (c.status.as_str(), usable) {
+            (consents::AUTHORISED, true) => "Active".to_string(),
+            (consents::AUTHORISED, false) => "Expired".to_string(),
+            (s, _) => s.to_string(),
+        };
+        apps.push(ConnectedApp {
+            tpp: tpp_name(state, &c.client_id).await?,
+            consent_id: c.consent_id.clone(),
+            what: what.into(),
+            since: c.status_updated_at.clone(),
+            revocable: usable && c.kind != "domestic-payment",
+            status,
+        });
+    }
+    Ok(pages::page(
+        StatusCode::OK,
+        "Connected apps",
+        &pages::connected_apps(psu, csrf, &apps),
+    ))
+}
+
+#[utoipa::path(post, path = "/connected-apps/login", tag = "customer",
+    responses((status = 303, description = "Signed in; back to /connected-apps"),
+        (status = 401, description = "Wrong username or password (HTML)", content_type = "text/html")))]
+#[post("/connected-apps/login")]
+pub async fn connected_apps_login(
+    req: HttpRequest,
+    body: Bytes,
+    state: Data<AppState>,
+) -> HttpResponse {
+    apps_login(&req, &body, &state)
+        .await
+        .unwrap_or_else(Into::into)
+}
+
+async fn apps_login(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
+    let fields = form_fields(body)?;
+    let (id, mut session) = checked_session(req, state, &fields).await?;
+    let username = field(&fields, "username").unwrap_or_default();
+    let password = field(&fields, "password").unwrap_or_default();
+    if !sign_in(state, username, password).await? {
+        return Ok(pages::page(
+            StatusCode::UNAUTHORIZED,
+            "Connected apps",
+            &pages::login("/connected-apps/login", &session.csrf, None, true),
+        ));
+    }
+    session.psu = Some(username.to_string());
+    session.csrf = random_token().map_err(broken)?;
+    save_session(state, &id, &session).await?;
+    Ok(see_other("/connected-apps"))
+}
+
+#[utoipa::path(post, path = "/connected-apps/revoke", tag = "customer",
+    responses((status = 303, description = "Access withdrawn; back to /connected-apps"),
+        (status = 403, description = "CSRF check failed, or not this customer's consent (HTML)", content_type = "text/html")))]
+#[post("/connected-apps/revoke")]
+pub async fn connected_apps_revoke(
+    req: HttpRequest,
+    body: Bytes,
+    state: Data<AppState>,
+) -> HttpResponse {
+    apps_revoke(&req, &body, &state)
+        .await
+        .unwrap_or_else(Into::into)
+}
+
+async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
+    let fields = form_fields(body)?;
+    let (_, session) = checked_session(req, state, &fields).await?;
+    let psu = session.psu.ok_or_else(|| bad("Sign in first."))?;
+    let consent_id = field(&fields, "consent_id").unwrap_or_default();
+    let consent = state
+        .store
+        .consent(consent_id)
+        .await
+        .map_err(broken)?
+        .filter(|c| c.psu.as_deref() == Some(psu.as_str()) && c.kind != "domestic-payment")
+        .ok_or_else(|| {
+            PageError(
+                StatusCode::FORBIDDEN,
+                "That is not one of your connected apps.".into(),
+            )
+        })?;
+    state
+        .store
+        .transition_consent(
+            &consent.consent_id,
+            &[consents::AUTHORISED],
+            consents::REVOKED,
+            &clock::ob_datetime(clock::now()),
+        )
+        .await
+        .map_err(broken)?;
+    Ok(see_other("/connected-apps"))
+}
+
+#[utoipa::path(post, path = "/connected-apps/logout", tag = "customer",
+    responses((status = 303, description = "Signed out; back to /connected-apps")))]
+#[post("/connected-apps/logout")]
+pub async fn connected_apps_logout(
+    req: HttpRequest,
+    body: Bytes,
+    state: Data<AppState>,
+) -> HttpResponse {
+    let result = async {
+        let fields = form_fields(&body)?;
+        let (id, _) = checked_session(&req, &state, &fields).await?;
+        state
+            .state
+            .delete(&session_key(&id))
+            .await
+            .map_err(broken)?;
+        Ok::<_, PageError>(see_other("/connected-apps"))
+    };
+    result.await.unwrap_or_else(Into::into)
+}

@@ -1,0 +1,250 @@
+//! Account information, payments and funds confirmation. Each handler takes [`Authorized`]
+//! (the whole guard chain, consent included, has passed) and either answers from the sandbox
+//! bank or, when the policy names an upstream for the route, forwards the request there.
+
+use actix_web::http::header::LOCATION;
+use actix_web::web::{Data, Path, Payload, Query};
+use actix_web::{HttpRequest, HttpResponse, get, post};
+
+use super::AppState;
+use super::consents::{IDEMPOTENCY_KEY, read_body};
+use super::edge::remember;
+use super::error::ApiError;
+use super::guard::Authorized;
+use super::upstream;
+use crate::clock;
+use crate::resources::accounts::{self, TransactionParams};
+use crate::resources::codes;
+use crate::resources::payments::{self, PaymentOutcome};
+use crate::store::ConsentRecord;
+
+fn consent(auth: &Authorized) -> Result<&ConsentRecord, ApiError> {
+    auth.consent.as_ref().ok_or_else(|| {
+        ApiError::Internal("route without a consent rule reached a consent handler".into())
+    })
+}
+
+fn base(state: &AppState) -> &str {
+    &state.settings.server.mtls_url
+}
+
+/// List the accounts the customer shared.
+#[utoipa::path(get, path = "/open-banking/v3.1/aisp/accounts", tag = "account information",
+    responses(
+        (status = 200, description = "OBReadAccount6: the consented accounts; `Account` identification only with ReadAccountsDetail", body = Object),
+        (status = 401, description = "Certificate or token refused"),
+        (status = 403, description = "Policy, or the consent is not authorised (revoked, expired) or lacks the permission")),
+    security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
+#[get("/open-banking/v3.1/aisp/accounts")]
+pub async fn list_accounts(
+    req: HttpRequest,
+    auth: Authorized,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(up) = auth.permit.upstream() {
+        return upstream::forward(&req, &auth, up, payload, &state).await;
+    }
+    let body = accounts::list(&state.store, consent(&auth)?, base(&state)).await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// One shared account.
+#[utoipa::path(get, path = "/open-banking/v3.1/aisp/accounts/{AccountId}", tag = "account information",
+    params(("AccountId" = String, Path)),
+    responses(
+        (status = 200, description = "OBReadAccount6", body = Object),
+        (status = 401, description = "Certificate or token refused"),
+        (status = 403, description = "The consent does not cover this account, or is not authorised"),
+        (status = 404, description = "No such account")),
+    security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
+#[get("/open-banking/v3.1/aisp/accounts/{AccountId}")]
+pub async fn get_account(
+    req: HttpRequest,
+    auth: Authorized,
+    id: Path<String>,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(up) = auth.permit.upstream() {
+        return upstream::forward(&req, &auth, up, payload, &state).await;
+    }
+    let body = accounts::one(&state.store, consent(&auth)?, &id, base(&state)).await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Balances of a shared account (ReadBalances).
+#[utoipa::path(get, path = "/open-banking/v3.1/aisp/accounts/{AccountId}/balances", tag = "account information",
+    params(("AccountId" = String, Path)),
+    responses(
+        (status = 200, description = "OBReadBalance1", body = Object),
+        (status = 401, description = "Certificate or token refused"),
+        (status = 403, description = "No ReadBalances, account not in the consent, or consent not authorised"),
+        (status = 404, description = "No such account")),
+    security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
+#[get("/open-banking/v3.1/aisp/accounts/{AccountId}/balances")]
+pub async fn get_balances(
+    req: HttpRequest,
+    auth: Authorized,
+    id: Path<String>,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(up) = auth.permit.upstream() {
+        return upstream::forward(&req, &auth, up, payload, &state).await;
+    }
+    let body = accounts::balances(&state.store, consent(&auth)?, &id, base(&state)).await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Transactions of a shared account, inside the consent's window, paged (`Links.Next`).
+#[utoipa::path(get, path = "/open-banking/v3.1/aisp/accounts/{AccountId}/transactions", tag = "account information",
+    params(("AccountId" = String, Path),
+        ("fromBookingDateTime" = Option<String>, Query), ("toBookingDateTime" = Option<String>, Query),
+        ("page" = Option<i64>, Query, description = "1-based; 50 per page")),
+    responses(
+        (status = 200, description = "OBReadTransaction6: Basic or Detail fields, credits and/or debits as granted", body = Object),
+        (status = 400, description = "Bad date or page"),
+        (status = 401, description = "Certificate or token refused"),
+        (status = 403, description = "No transaction permission, account not in the consent, or consent not authorised"),
+        (status = 404, description = "No such account")),
+    security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
+#[get("/open-banking/v3.1/aisp/accounts/{AccountId}/transactions")]
+pub async fn get_transactions(
+    req: HttpRequest,
+    auth: Authorized,
+    id: Path<String>,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(up) = auth.permit.upstream() {
+        return upstream::forward(&req, &auth, up, payload, &state).await;
+    }
+    let params = Query::<TransactionParams>::from_query(req.query_string()).map_err(|e| {
+        ApiError::bad_request("invalid_query", codes::FIELD_INVALID, None, e.to_string())
+    })?;
+    let body =
+        accounts::transactions(&state.store, consent(&auth)?, &id, &params, base(&state)).await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Make the payment a customer authorised. `x-idempotency-key` is required.
+#[utoipa::path(post, path = "/open-banking/v3.1/pisp/domestic-payments", tag = "payment initiation",
+    request_body(content = Object, description = "OBWriteDomestic2: Data.ConsentId, and Data.Initiation and Risk exactly as in the consent"),
+    params(("x-idempotency-key" = String, Header, description = "Same key and body: the same response, no second payment; other body: 400")),
+    responses(
+        (status = 201, description = "OBWriteDomesticResponse5", body = Object),
+        (status = 400, description = "Malformed body, Initiation differs from the consent, idempotency key missing or reused"),
+        (status = 401, description = "Certificate or token refused"),
+        (status = 403, description = "The consent was already used, or is not authorised")),
+    security(("mutual_tls" = []), ("bearer" = ["payments"])))]
+#[post("/open-banking/v3.1/pisp/domestic-payments")]
+pub async fn create_payment(
+    req: HttpRequest,
+    auth: Authorized,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = req
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 40)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "idempotency_key_missing",
+                codes::HEADER_MISSING,
+                Some("x-idempotency-key"),
+                "x-idempotency-key (1 to 40 characters) is required",
+            )
+        })?
+        .to_string();
+    if let Some(up) = auth.permit.upstream() {
+        return upstream::forward(&req, &auth, up, payload, &state).await;
+    }
+    let body = read_body(payload).await?;
+    let outcome = payments::create(
+        &state.store,
+        auth.client.client_id.as_str(),
+        consent(&auth)?,
+        &body,
+        &key,
+        base(&state),
+        clock::now(),
+    )
+    .await?;
+    let body = match outcome {
+        PaymentOutcome::Created(b) | PaymentOutcome::Repeated(b) => b,
+    };
+    let location = body["Links"]["Self"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, location))
+        .json(body))
+}
+
+/// Status of one of the client's payments.
+#[utoipa::path(get, path = "/open-banking/v3.1/pisp/domestic-payments/{DomesticPaymentId}", tag = "payment initiation",
+    params(("DomesticPaymentId" = String, Path)),
+    responses(
+        (status = 200, description = "OBWriteDomesticResponse5", body = Object),
+        (status = 401, description = "Certificate or token refused"),
+        (status = 404, description = "No such payment for this client")),
+    security(("mutual_tls" = []), ("bearer" = ["payments"])))]
+#[get("/open-banking/v3.1/pisp/domestic-payments/{DomesticPaymentId}")]
+pub async fn get_payment(
+    req: HttpRequest,
+    auth: Authorized,
+    id: Path<String>,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(up) = auth.permit.upstream() {
+        return upstream::forward(&req, &auth, up, payload, &state).await;
+    }
+    let body = payments::get(
+        &state.store,
+        auth.client.client_id.as_str(),
+        &id,
+        base(&state),
+    )
+    .await?;
+    if let Some(c) = body["Data"]["ConsentId"].as_str() {
+        remember(&req, |ctx| ctx.consent_id = Some(c.to_string()));
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Confirm whether the consented account has the funds (CBPII).
+#[utoipa::path(post, path = "/open-banking/v3.1/cbpii/funds-confirmations", tag = "confirmation of funds",
+    request_body(content = Object, description = "OBFundsConfirmation1: Data.ConsentId, Reference, InstructedAmount"),
+    responses(
+        (status = 201, description = "OBFundsConfirmationResponse1: FundsAvailable true or false", body = Object),
+        (status = 400, description = "Malformed body or another consent's id"),
+        (status = 401, description = "Certificate or token refused"),
+        (status = 403, description = "The consent is not authorised (revoked, expired)")),
+    security(("mutual_tls" = []), ("bearer" = ["fundsconfirmations"])))]
+#[post("/open-banking/v3.1/cbpii/funds-confirmations")]
+pub async fn confirm_funds(
+    req: HttpRequest,
+    auth: Authorized,
+    payload: Payload,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(up) = auth.permit.upstream() {
+        return upstream::forward(&req, &auth, up, payload, &state).await;
+    }
+    let body = read_body(payload).await?;
+    let body = payments::confirm_funds(
+        &state.store,
+        auth.client.client_id.as_str(),
+        consent(&auth)?,
+        &body,
+        base(&state),
+        clock::now(),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(body))
+}
