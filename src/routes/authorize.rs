@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
+use super::edge::{AuditNote, remember};
 use super::pages::{self, AccountChoice, ConnectedApp, ConsentView};
+use crate::audit::Outcome;
 use crate::clock;
 use crate::oauth::authorize::{
     AuthorizationRequest, IssuedCode, digest, random_token, redirect_to, request_uri_key,
@@ -41,13 +43,15 @@ struct Session {
 
 /// What went wrong, as the customer sees it (never a redirect: the redirect URI may not be
 /// trusted yet).
-struct PageError(StatusCode, String);
+struct PageError(StatusCode, &'static str, String);
 
 type PageResult = Result<HttpResponse, PageError>;
 
 impl From<PageError> for HttpResponse {
     fn from(e: PageError) -> Self {
-        pages::error(e.0, &e.1)
+        let mut res = pages::error(e.0, &e.2);
+        res.extensions_mut().insert(AuditNote::denied(e.1));
+        res
     }
 }
 
@@ -55,12 +59,13 @@ fn broken(e: impl std::fmt::Display) -> PageError {
     tracing::error!(error = %e, "customer page failed");
     PageError(
         StatusCode::SERVICE_UNAVAILABLE,
+        "internal_error",
         "The bank could not complete this step. Please try again shortly.".into(),
     )
 }
 
-fn bad(msg: &str) -> PageError {
-    PageError(StatusCode::BAD_REQUEST, msg.to_string())
+fn bad(reason: &'static str, msg: &str) -> PageError {
+    PageError(StatusCode::BAD_REQUEST, reason, msg.to_string())
 }
 
 fn session_key(id: &str) -> String {
@@ -115,7 +120,8 @@ async fn new_session(
 
 /// Form fields, repeated ones kept (the account choices).
 fn form_fields(body: &[u8]) -> Result<Vec<(String, String)>, PageError> {
-    serde_urlencoded::from_bytes(body).map_err(|_| bad("The form could not be read."))
+    serde_urlencoded::from_bytes(body)
+        .map_err(|_| bad("form_malformed", "The form could not be read."))
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -134,6 +140,7 @@ async fn checked_session(
     let (id, session) = load_session(req, state).await?.ok_or_else(|| {
         PageError(
             StatusCode::BAD_REQUEST,
+            "session_expired",
             "Your session has expired. Go back to the app and start again.".into(),
         )
     })?;
@@ -143,6 +150,7 @@ async fn checked_session(
     {
         return Err(PageError(
             StatusCode::FORBIDDEN,
+            "csrf_failed",
             "This form was not sent from this bank's page (CSRF check failed).".into(),
         ));
     }
@@ -163,19 +171,30 @@ pub struct AuthorizeQuery {
         (status = 400, description = "No pushed request, or it expired or was used (HTML)", content_type = "text/html")))]
 #[get("/authorize")]
 pub async fn authorize(
+    req: HttpRequest,
     query: Result<Query<AuthorizeQuery>, actix_web::Error>,
     state: Data<AppState>,
 ) -> HttpResponse {
-    start(query, &state).await.unwrap_or_else(Into::into)
+    start(&req, query, &state).await.unwrap_or_else(Into::into)
+}
+
+/// Records whose request and which consent a customer page acted on.
+fn note_request(req: &HttpRequest, request: &AuthorizationRequest) {
+    remember(req, |ctx| {
+        ctx.client_id = Some(request.client_id.clone());
+        ctx.consent_id = Some(request.consent_id.clone());
+    });
 }
 
 async fn start(
+    req: &HttpRequest,
     query: Result<Query<AuthorizeQuery>, actix_web::Error>,
     state: &AppState,
 ) -> PageResult {
-    let query = query.map_err(|_| bad("This sign-in link is malformed."))?;
+    let query = query.map_err(|_| bad("authorize_malformed", "This sign-in link is malformed."))?;
     let request_uri = query.request_uri.as_deref().ok_or_else(|| {
         bad(
+            "par_required",
             "This bank accepts only pushed authorization requests: the link needs a request_uri \
              from /par (FAPI 2.0).",
         )
@@ -188,13 +207,16 @@ async fn start(
         .map_err(broken)?
         .ok_or_else(|| {
             bad(
+                "request_uri_invalid",
                 "This sign-in link has expired or has already been used. Go back to the app \
                  and start again.",
             )
         })?;
     let request: AuthorizationRequest = serde_json::from_str(&stored).map_err(broken)?;
+    note_request(req, &request);
     if query.client_id.as_deref() != Some(request.client_id.as_str()) {
         return Err(bad(
+            "client_id_mismatch",
             "The client_id of this link does not match the pushed request.",
         ));
     }
@@ -205,7 +227,12 @@ async fn start(
         .await
         .map_err(broken)?
         .filter(|c| c.status == ClientStatus::Active)
-        .ok_or_else(|| bad("The app asking for access is not allowed to connect."))?;
+        .ok_or_else(|| {
+            bad(
+                "client_not_active",
+                "The app asking for access is not allowed to connect.",
+            )
+        })?;
     let csrf = random_token().map_err(broken)?;
     let (_, cookie) = new_session(
         state,
@@ -257,19 +284,25 @@ pub async fn authorize_login(req: HttpRequest, body: Bytes, state: Data<AppState
 async fn login_step(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
     let fields = form_fields(body)?;
     let (id, mut session) = checked_session(req, state, &fields).await?;
-    let request = session
-        .request
-        .clone()
-        .ok_or_else(|| bad("There is no request to decide in this session."))?;
+    let request = session.request.clone().ok_or_else(|| {
+        bad(
+            "no_pending_request",
+            "There is no request to decide in this session.",
+        )
+    })?;
+    note_request(req, &request);
     let username = field(&fields, "username").unwrap_or_default();
     let password = field(&fields, "password").unwrap_or_default();
     if !sign_in(state, username, password).await? {
         let name = tpp_name(state, &request.client_id).await?;
-        return Ok(pages::page(
+        let mut res = pages::page(
             StatusCode::UNAUTHORIZED,
             "Sign in",
             &pages::login("/authorize/login", &session.csrf, Some(&name), true),
-        ));
+        );
+        res.extensions_mut()
+            .insert(AuditNote::denied("login_failed"));
+        return Ok(res);
     }
     // A new CSRF token after sign-in: nothing seen before it is valid after it.
     session.psu = Some(username.to_string());
@@ -312,7 +345,7 @@ async fn consent_page(
     let psu = session
         .psu
         .as_deref()
-        .ok_or_else(|| bad("Sign in first."))?;
+        .ok_or_else(|| bad("not_signed_in", "Sign in first."))?;
     let consent = pending_consent(state, request).await?;
     let tpp = tpp_name(state, &request.client_id).await?;
     let accounts = state.store.accounts_of(psu).await.map_err(broken)?;
@@ -425,6 +458,7 @@ async fn consent_page(
     };
     if view.accounts.is_empty() {
         return Err(bad(
+            "no_eligible_account",
             "None of your accounts can be used for this request (the app named an account you \
              do not hold).",
         ));
@@ -447,12 +481,20 @@ async fn pending_consent(
         .await
         .map_err(broken)?
         .filter(|c| c.client_id == request.client_id && c.kind == request.consent_kind)
-        .ok_or_else(|| bad("The request names a consent this bank does not know."))?;
+        .ok_or_else(|| {
+            bad(
+                "consent_unknown",
+                "The request names a consent this bank does not know.",
+            )
+        })?;
     if consent.status != consents::AWAITING_AUTHORISATION {
-        return Err(bad(&format!(
-            "This request has already been decided (it is {}).",
-            consent.status
-        )));
+        return Err(bad(
+            "consent_already_decided",
+            &format!(
+                "This request has already been decided (it is {}).",
+                consent.status
+            ),
+        ));
     }
     Ok(consent)
 }
@@ -480,14 +522,17 @@ fn see_other(location: &str) -> HttpResponse {
 async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
     let fields = form_fields(body)?;
     let (id, session) = checked_session(req, state, &fields).await?;
-    let request = session
-        .request
-        .clone()
-        .ok_or_else(|| bad("There is no request to decide in this session."))?;
+    let request = session.request.clone().ok_or_else(|| {
+        bad(
+            "no_pending_request",
+            "There is no request to decide in this session.",
+        )
+    })?;
+    note_request(req, &request);
     let psu = session
         .psu
         .clone()
-        .ok_or_else(|| bad("Sign in before deciding."))?;
+        .ok_or_else(|| bad("not_signed_in", "Sign in before deciding."))?;
     let consent = pending_consent(state, &request).await?;
     let issuer = &state.settings.server.public_url;
     let stamp = clock::ob_datetime(clock::now());
@@ -508,11 +553,16 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                 .delete(&session_key(&id))
                 .await
                 .map_err(broken)?;
-            Ok(see_other(&redirect_to(
+            let mut res = see_other(&redirect_to(
                 &request,
                 issuer,
                 Err(("access_denied", "the customer denied the request")),
-            )))
+            ));
+            res.extensions_mut().insert(AuditNote {
+                outcome: Outcome::Allowed,
+                reason: "customer_denied",
+            });
+            Ok(res)
         }
         Some("approve") => {
             let owned = state.store.accounts_of(&psu).await.map_err(broken)?;
@@ -547,7 +597,10 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                     .iter()
                     .any(|a| chosen.contains(&a.account_id) && a.identification == identification)
             {
-                return Err(bad("The account chosen is not the one the app asked for."));
+                return Err(bad(
+                    "account_not_requested",
+                    "The account chosen is not the one the app asked for.",
+                ));
             }
             let authorised = state
                 .store
@@ -555,7 +608,10 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                 .await
                 .map_err(broken)?;
             if !authorised {
-                return Err(bad("This request has already been decided."));
+                return Err(bad(
+                    "consent_already_decided",
+                    "This request has already been decided.",
+                ));
             }
             let now = clock::now().unix_timestamp();
             let code = issue_code(
@@ -575,7 +631,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                 .map_err(broken)?;
             Ok(see_other(&redirect_to(&request, issuer, Ok(&code))))
         }
-        _ => Err(bad("Choose Allow or Deny.")),
+        _ => Err(bad("decision_missing", "Choose Allow or Deny.")),
     }
 }
 
@@ -674,11 +730,14 @@ async fn apps_login(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
     let username = field(&fields, "username").unwrap_or_default();
     let password = field(&fields, "password").unwrap_or_default();
     if !sign_in(state, username, password).await? {
-        return Ok(pages::page(
+        let mut res = pages::page(
             StatusCode::UNAUTHORIZED,
             "Connected apps",
             &pages::login("/connected-apps/login", &session.csrf, None, true),
-        ));
+        );
+        res.extensions_mut()
+            .insert(AuditNote::denied("login_failed"));
+        return Ok(res);
     }
     session.psu = Some(username.to_string());
     session.csrf = random_token().map_err(broken)?;
@@ -703,7 +762,9 @@ pub async fn connected_apps_revoke(
 async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
     let fields = form_fields(body)?;
     let (_, session) = checked_session(req, state, &fields).await?;
-    let psu = session.psu.ok_or_else(|| bad("Sign in first."))?;
+    let psu = session
+        .psu
+        .ok_or_else(|| bad("not_signed_in", "Sign in first."))?;
     let consent_id = field(&fields, "consent_id").unwrap_or_default();
     let consent = state
         .store
@@ -714,9 +775,14 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
         .ok_or_else(|| {
             PageError(
                 StatusCode::FORBIDDEN,
+                "consent_not_the_customers",
                 "That is not one of your connected apps.".into(),
             )
         })?;
+    remember(req, |ctx| {
+        ctx.client_id = Some(consent.client_id.clone());
+        ctx.consent_id = Some(consent.consent_id.clone());
+    });
     state
         .store
         .transition_consent(

@@ -1,5 +1,6 @@
 //! Middleware at the edge of each listener: the `x-fapi-interaction-id`, metrics, and on the
-//! mTLS listener the audit event, committed before the response may leave.
+//! mTLS listener and the customer's pages the audit event, committed before the response may
+//! leave.
 
 use std::time::Instant;
 
@@ -92,9 +93,12 @@ pub async fn edge(
     let ts = clock::now();
     let state = state_of(&req)?;
     // Fail closed: a listener that did not say what it is gets audited like the mTLS one.
+    // The customer's pages are audited too: sign-ins, decisions and refusals there matter as
+    // much as the TPP's calls.
     let audited = req
         .app_data::<Listener>()
-        .is_none_or(|l| *l == Listener::Mtls);
+        .is_none_or(|l| *l == Listener::Mtls)
+        || is_customer_page(req.path());
     let interaction = interaction_id(req.headers());
     req.extensions_mut()
         .insert(InteractionId(interaction.clone()));
@@ -184,6 +188,14 @@ async fn withhold_unless_recorded(
             ServiceResponse::new(req, HttpResponse::build(status).json(body))
         }
     }
+}
+
+/// Paths of the customer's pages on the public listener.
+pub fn is_customer_page(path: &str) -> bool {
+    path == "/authorize"
+        || path.starts_with("/authorize/")
+        || path == "/connected-apps"
+        || path.starts_with("/connected-apps/")
 }
 
 /// The method as a metrics label: a fixed set, so odd methods cannot mint label series.

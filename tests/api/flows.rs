@@ -932,6 +932,23 @@ async fn authorize_accepts_only_a_fresh_pushed_request_once() -> TestResult {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let expired = b.get(&flow.authorize_url).await?;
     assert_eq!(expired.status, 400, "an expired request_uri");
+
+    // The customer's side is audited too: each refusal with its reason.
+    let events = app.audit().await?;
+    let reasons: Vec<_> = events
+        .iter()
+        .filter(|e| e.route == "/authorize")
+        .map(|e| (e.status, e.outcome.as_str(), e.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (400, "denied", Some("par_required")),
+            (200, "allowed", None),
+            (400, "denied", Some("request_uri_invalid")),
+            (400, "denied", Some("request_uri_invalid")),
+        ]
+    );
     Ok(())
 }
 
@@ -1010,6 +1027,20 @@ async fn the_consent_page_refuses_forged_forms_and_wrong_passwords() -> TestResu
         .await?;
     let cb = denied.location.ok_or("no redirect")?;
     assert_eq!(query_param(&cb, "error").as_deref(), Some("access_denied"));
+    let events = app.audit().await?;
+    for (route, reason) in [
+        ("/authorize/login", "csrf_failed"),
+        ("/authorize/login", "login_failed"),
+        ("/authorize/decision", "csrf_failed"),
+        ("/authorize/decision", "customer_denied"),
+    ] {
+        assert!(
+            events.iter().any(|e| e.route == route
+                && e.reason.as_deref() == Some(reason)
+                && e.consent_id.as_deref().is_none_or(|c| c == consent)),
+            "{route} {reason}: {events:?}"
+        );
+    }
     assert_eq!(
         query_param(&cb, "iss"),
         Some(app.settings.server.public_url.clone())
