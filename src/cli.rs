@@ -775,12 +775,14 @@ Sandbox bank customers (sign in at the consent page; also in {customers_file}):
 {customers}
 Walk a customer through a consent (prints the page to open, then exchanges the code):
 
-  obgate tpp consent-flow --cert {cert} --key {key} --client-id demo-tpp --scope accounts
+  obgate tpp consent-flow --ca {ca} --cert {cert} --key {key} \\
+    --client-id demo-tpp --scope accounts
 
 Customers manage what they shared at {public}/connected-apps
 "#,
         public = s.server.public_url,
         ops = s.server.ops_listen,
+        ca = dev.path("ca.pem").display(),
         cert = dev.path("demo-tpp.pem").display(),
         key = dev.path("demo-tpp.key").display(),
         customers_file = customers_file.display(),

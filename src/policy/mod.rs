@@ -50,7 +50,7 @@ impl fmt::Display for PolicyIssue {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("cannot read policy file {path}: {source}")]
+    #[error("cannot read policy file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

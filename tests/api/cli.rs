@@ -21,6 +21,11 @@ async fn the_committed_openapi_document_is_what_obgate_generates() -> TestResult
     }
     for path in [
         "/token",
+        "/par",
+        "/authorize",
+        "/authorize/login",
+        "/authorize/decision",
+        "/connected-apps",
         "/introspect",
         "/revoke",
         "/jwks",
@@ -315,5 +320,75 @@ async fn a_self_signed_client_registered_by_the_cli_is_accepted_after_reload() -
     app.reloader.reload().await?;
     let token = app.token(&solo, "solo-app", "accounts").await?;
     assert_eq!(claims_of(&token)?["cnf"]["x5t#S256"], solo.thumbprint()?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpp_consent_flow_walks_a_customer_consent_end_to_end() -> TestResult {
+    use std::io::{BufRead, BufReader, Write};
+    let app = spawn_app().await?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+        .arg("--config")
+        .arg(&app.config_file)
+        .arg("--data-dir")
+        .arg(app.path("data"))
+        .args(["tpp", "consent-flow", "--ca"])
+        .arg(&app.ca)
+        .arg("--cert")
+        .arg(&app.tpp_a.cert)
+        .arg("--key")
+        .arg(&app.tpp_a.key)
+        .args([
+            "--scope",
+            "accounts",
+            "--redirect-uri",
+            &redirect_uri("tpp-a"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    // The CLI prints the authorize URL on the issuer's base; the test's public listener runs on
+    // an ephemeral port.
+    // Keep reading stderr to the end, or the CLI's later prompts would hit a closed pipe.
+    let (found, url) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(q) = line
+                .trim()
+                .strip_prefix("https://localhost:8444/authorize?")
+                && let Some(tx) = found.take()
+            {
+                let _ = tx.send(q.to_string());
+            }
+        }
+    });
+    let url = url.await.map_err(|_| "the CLI printed no authorize URL")?;
+    let url = format!("{}/authorize?{url}", app.public);
+    let callback =
+        crate::flows::customer_decides(&app, &url, "alice", crate::flows::first, "approve").await?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    writeln!(stdin, "{callback}")?;
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let tokens: Value = serde_json::from_slice(&out.stdout)?;
+    let access = tokens["access_token"].as_str().ok_or("no access token")?;
+    assert!(tokens["refresh_token"].is_string());
+    let consent = tokens["consent_id"].as_str().ok_or("no consent id")?;
+    assert_eq!(claims_of(access)?["consent_id"], consent);
+    let res = app
+        .client(&app.tpp_a)?
+        .get(format!("{}{}", app.mtls, crate::flows::ACCOUNTS))
+        .bearer_auth(access)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
     Ok(())
 }
