@@ -666,4 +666,90 @@ scope = "accounts"
         assert_eq!(found[0].field, "tokens.access_token_lifetime_secs");
         assert_eq!(found[0].line, 3);
     }
+
+    #[test]
+    fn consent_rules_and_upstreams_reach_the_permit() -> Result<(), PolicyError> {
+        let text = format!("{GOOD}\n[upstreams.core]\nurl = \"https://core.example/api/\"\n")
+            .replacen(
+                "route = \"/a/{Id}\"\nrole = \"AISP\"\nscope = \"accounts\"",
+                "route = \"/a/{Id}\"\nrole = \"AISP\"\nscope = \"accounts\"\n\
+             consent = \"account-access\"\npermissions = [\"ReadBalances\"]\nupstream = \"core\"",
+                1,
+            );
+        let p = parse(&text)?;
+        let accounts = ScopeSet::parse("accounts").unwrap_or_default();
+        let permit = p.decide(&[Role::Aisp], &accounts, "GET", "/a/{Id}");
+        let permit = permit.map_err(|d| {
+            PolicyError::Invalid(vec![PolicyIssue {
+                file: PathBuf::new(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: d.to_string(),
+            }])
+        })?;
+        assert_eq!(
+            permit.consent(),
+            Some(&ConsentRule {
+                kind: "account-access",
+                any_of: vec![Permission::ReadBalances]
+            })
+        );
+        let up = permit.upstream().map(|u| (u.url.as_str(), u.timeout_secs));
+        assert_eq!(up, Some(("https://core.example/api", 10)));
+        let post = p.decide(&[Role::Aisp], &accounts, "POST", "/a");
+        assert!(post.is_ok_and(|p| p.consent().is_none() && p.upstream().is_none()));
+        assert!(!p.grant_settings().rotate_refresh_tokens);
+        assert_eq!(p.request_uri_lifetime(), 90);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_consent_permission_and_upstream_settings_are_reported() {
+        let with = |extra: &str| {
+            GOOD.replacen(
+                "route = \"/a\"\nrole = \"AISP\"\nscope = \"accounts\"",
+                &format!("route = \"/a\"\nrole = \"AISP\"\nscope = \"accounts\"\n{extra}"),
+                1,
+            )
+        };
+        let fields = |text: &str| {
+            issues(text)
+                .into_iter()
+                .map(|i| i.field)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fields(&with("consent = \"mortgage\"")),
+            ["routes[0].consent"]
+        );
+        assert_eq!(
+            fields(&with("permissions = [\"ReadBalances\"]")),
+            ["routes[0].permissions"]
+        );
+        assert_eq!(
+            fields(&with(
+                "consent = \"account-access\"\npermissions = [\"ReadMinds\"]"
+            )),
+            ["routes[0].permissions"]
+        );
+        assert_eq!(fields(&with("upstream = \"core\"")), ["routes[0].upstream"]);
+        assert_eq!(
+            fields(&format!("{GOOD}\n[upstreams.core]\nurl = \"ftp://core\"\n")),
+            ["upstreams.core.url"]
+        );
+        assert_eq!(
+            fields(&GOOD.replace(
+                "access_token_lifetime_secs = 300",
+                "access_token_lifetime_secs = 300\nrefresh_token_lifetime_secs = 5"
+            )),
+            ["tokens.refresh_token_lifetime_secs"]
+        );
+        assert_eq!(
+            fields(&format!(
+                "{GOOD}\n[authorization]\nrequest_uri_lifetime_secs = 900\n"
+            )),
+            ["authorization.request_uri_lifetime_secs"]
+        );
+    }
 }

@@ -1517,3 +1517,52 @@ async fn upstream_routes_carry_who_is_asking_but_never_the_token_or_certificate(
     upstream_handle.stop(false).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn transactions_follow_the_granted_permissions_and_the_consent_window() -> TestResult {
+    let app = spawn_app().await?;
+    let a = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let from = obgate::clock::ob_datetime(obgate::clock::now() - time::Duration::days(60));
+    let body = format!(
+        r#"{{"Data":{{"Permissions":["ReadAccountsBasic","ReadTransactionsBasic","ReadTransactionsCredits"],"TransactionFromDateTime":"{from}"}},"Risk":{{}}}}"#
+    );
+    let consent = a.consent(CONSENTS, "accounts", &body).await?;
+    let flow = a.par("openid accounts", &consent).await?;
+    let cb = customer_decides(&app, &flow.authorize_url, "alice", first, "approve").await?;
+    let tokens = a.finish(flow, &cb).await?;
+    let (_, list) = a.get(&tokens.access_token, ACCOUNTS).await?;
+    let id = list["Data"]["Account"][0]["AccountId"]
+        .as_str()
+        .ok_or("no account")?
+        .to_string();
+    // Asking for more than the consent's window gets the window.
+    let path = format!("{ACCOUNTS}/{id}/transactions?fromBookingDateTime=2000-01-01T00:00:00");
+    let (status, page) = a.get(&tokens.access_token, &path).await?;
+    assert_eq!(status, 200, "{page}");
+    let txns = page["Data"]["Transaction"]
+        .as_array()
+        .ok_or("no transactions")?;
+    assert!(!txns.is_empty());
+    for t in txns {
+        assert_eq!(
+            t["CreditDebitIndicator"],
+            json!("Credit"),
+            "credits only: {t}"
+        );
+        assert!(t.get("TransactionInformation").is_none(), "Basic: {t}");
+        assert!(t["BookingDateTime"].as_str().unwrap_or_default() >= from.as_str());
+    }
+    assert_eq!(page["Meta"]["FirstAvailableDateTime"], json!(from));
+    let (status, _) = a
+        .get(&tokens.access_token, &format!("{ACCOUNTS}/{id}/balances"))
+        .await?;
+    assert_eq!(status, 403, "no ReadBalances");
+    let (status, err) = a
+        .get(
+            &tokens.access_token,
+            &format!("{ACCOUNTS}/{id}/transactions?page=0"),
+        )
+        .await?;
+    assert_eq!(status, 400, "{err}");
+    Ok(())
+}
