@@ -32,6 +32,7 @@ fn cpu_seconds(pid: u32) -> Res<f64> {
 struct Server {
     child: Child,
     mtls: u16,
+    public: u16,
 }
 
 impl Drop for Server {
@@ -62,7 +63,11 @@ fn start(dir: &Path) -> Res<Server> {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
-    let server = Server { child, mtls };
+    let server = Server {
+        child,
+        mtls,
+        public,
+    };
     for _ in 0..500 {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", ops)) {
             s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
@@ -102,7 +107,17 @@ fn connect(c: &SslConnector, port: u16) -> Res<BufReader<SslStream<TcpStream>>> 
 
 /// One HTTP/1.1 exchange on a kept-alive connection; returns (status, body).
 fn exchange(conn: &mut BufReader<SslStream<TcpStream>>, request: &[u8]) -> Res<(u16, String)> {
+    exchange_with_headers(conn, request).map(|(status, _, body)| (status, body))
+}
+
+type Headers = Vec<(String, String)>;
+
+fn exchange_with_headers(
+    conn: &mut BufReader<SslStream<TcpStream>>,
+    request: &[u8],
+) -> Res<(u16, Headers, String)> {
     conn.get_mut().write_all(request)?;
+    let mut headers = Vec::new();
     let mut line = String::new();
     conn.read_line(&mut line)?;
     let status: u16 = line.split(' ').nth(1).ok_or("no status")?.parse()?;
@@ -113,15 +128,98 @@ fn exchange(conn: &mut BufReader<SslStream<TcpStream>>, request: &[u8]) -> Res<(
         if line == "\r\n" {
             break;
         }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse()?;
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse()?;
+            }
+            headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
         }
     }
     let mut body = vec![0; length];
     conn.read_exact(&mut body)?;
-    Ok((status, String::from_utf8(body)?))
+    Ok((status, headers, String::from_utf8(body)?))
+}
+
+fn header<'h>(headers: &'h Headers, name: &str) -> Res<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| format!("no {name} header").into())
+}
+
+fn hidden(html: &str, name: &str) -> Res<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).ok_or("no field")? + marker.len();
+    let end = html[start..].find('"').ok_or("unterminated")?;
+    Ok(html[start..start + end].to_string())
+}
+
+fn form_post(path: &str, cookie: &str, form: &[(&str, &str)]) -> Res<String> {
+    let body = serde_urlencoded::to_string(form)?;
+    Ok(format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// The customer's part, as a browser would: sign in as alice, share her first account, allow.
+/// Returns the code from the redirect.
+fn customer_approves(c: &SslConnector, public: u16, dir: &Path, request_uri: &str) -> Res<String> {
+    let password = std::fs::read_to_string(dir.join("data/sandbox-customers.txt"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("alice ").map(str::to_string))
+        .ok_or("no alice")?;
+    let mut browser = connect(c, public)?;
+    let query =
+        serde_urlencoded::to_string([("client_id", "demo-tpp"), ("request_uri", request_uri)])?;
+    let (status, headers, page) = exchange_with_headers(
+        &mut browser,
+        format!("GET /authorize?{query} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )?;
+    if status != 200 {
+        return Err(format!("authorize: {status} {page}").into());
+    }
+    let cookie = header(&headers, "set-cookie")?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let login = form_post(
+        "/authorize/login",
+        &cookie,
+        &[
+            ("csrf", &hidden(&page, "csrf")?),
+            ("username", "alice"),
+            ("password", &password),
+        ],
+    )?;
+    let (status, page) = exchange(&mut browser, login.as_bytes())?;
+    if status != 200 {
+        return Err(format!("login: {status}").into());
+    }
+    let decide = form_post(
+        "/authorize/decision",
+        &cookie,
+        &[
+            ("csrf", &hidden(&page, "csrf")?),
+            ("decision", "approve"),
+            ("account", &hidden(&page, "account")?),
+        ],
+    )?;
+    let (status, headers, _) = exchange_with_headers(&mut browser, decide.as_bytes())?;
+    if status != 303 {
+        return Err(format!("decision: {status}").into());
+    }
+    let location = header(&headers, "location")?;
+    let query = location.split_once('?').ok_or("no query")?.1;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)?;
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v)
+        .ok_or_else(|| "no code".into())
 }
 
 fn measure(name: &str, pid: u32, n: usize, mut op: impl FnMut() -> Res<()>) -> Res<()> {
@@ -284,6 +382,102 @@ fn main() -> Res<()> {
         cpu / done * 1e6,
         done / wall
     );
+    // A customer's consent: PAR, the browser's part, the code exchange; then the consent-bound
+    // resource reads and refreshes.
+    let body = r#"{"Data":{"Permissions":["ReadAccountsBasic","ReadBalances"]},"Risk":{}}"#;
+    let create_shared = format!(
+        "POST /open-banking/v3.1/aisp/account-access-consents HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (_, created) = exchange(&mut conn, create_shared.as_bytes())?;
+    let created: serde_json::Value = serde_json::from_str(&created)?;
+    let consent = created["Data"]["ConsentId"].as_str().ok_or("no consent")?;
+    let verifier = "bench-verifier-0123456789-0123456789-0123456789";
+    let challenge = {
+        use base64::Engine;
+        let d = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), verifier.as_bytes())?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+    };
+    let claims =
+        serde_json::json!({"id_token": {"openbanking_intent_id": {"value": consent}}}).to_string();
+    let par = serde_urlencoded::to_string([
+        ("client_id", "demo-tpp"),
+        ("response_type", "code"),
+        ("redirect_uri", "https://localhost/callback"),
+        ("scope", "openid accounts"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("claims", claims.as_str()),
+    ])?;
+    let (status, pushed) = exchange(&mut conn, format!(
+        "POST /par HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{par}",
+        par.len()).as_bytes())?;
+    if status != 201 {
+        return Err(format!("par: {status} {pushed}").into());
+    }
+    let pushed: serde_json::Value = serde_json::from_str(&pushed)?;
+    let request_uri = pushed["request_uri"].as_str().ok_or("no request_uri")?;
+    let code = customer_approves(&c, server.public, dir.path(), request_uri)?;
+    let exchange_form = serde_urlencoded::to_string([
+        ("grant_type", "authorization_code"),
+        ("client_id", "demo-tpp"),
+        ("code", code.as_str()),
+        ("redirect_uri", "https://localhost/callback"),
+        ("code_verifier", verifier),
+    ])?;
+    let (status, tokens) = exchange(&mut conn, format!(
+        "POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{exchange_form}",
+        exchange_form.len()).as_bytes())?;
+    if status != 200 {
+        return Err(format!("code exchange: {status} {tokens}").into());
+    }
+    let tokens: serde_json::Value = serde_json::from_str(&tokens)?;
+    let access = tokens["access_token"].as_str().ok_or("no access token")?;
+    let refresh = tokens["refresh_token"].as_str().ok_or("no refresh token")?;
+    let accounts_request = format!(
+        "GET /open-banking/v3.1/aisp/accounts HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {access}\r\n\r\n"
+    );
+    let (_, accounts) = exchange(&mut conn, accounts_request.as_bytes())?;
+    let accounts: serde_json::Value = serde_json::from_str(&accounts)?;
+    let account = accounts["Data"]["Account"][0]["AccountId"]
+        .as_str()
+        .ok_or("no account")?;
+    let balances = format!(
+        "GET /open-banking/v3.1/aisp/accounts/{account}/balances HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {access}\r\n\r\n"
+    );
+    measure(
+        "GET balances (token + consent + account; audited)",
+        pid,
+        n,
+        || {
+            let (status, body) = exchange(&mut conn, balances.as_bytes())?;
+            if status != 200 {
+                return Err(format!("balances: {status} {body}").into());
+            }
+            Ok(())
+        },
+    )?;
+    let refresh_form = serde_urlencoded::to_string([
+        ("grant_type", "refresh_token"),
+        ("client_id", "demo-tpp"),
+        ("refresh_token", refresh),
+    ])?;
+    let refresh_request = format!(
+        "POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{refresh_form}",
+        refresh_form.len()
+    );
+    measure(
+        "POST /token refresh_token (consent check, mint; audited)",
+        pid,
+        n,
+        || {
+            let (status, body) = exchange(&mut conn, refresh_request.as_bytes())?;
+            if status != 200 {
+                return Err(format!("refresh: {status} {body}").into());
+            }
+            Ok(())
+        },
+    )?;
     measure("GET /jwks keep-alive (no token; audited)", pid, n, || {
         let (status, _) = exchange(&mut conn, b"GET /jwks HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
         if status != 200 {
