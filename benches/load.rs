@@ -195,10 +195,16 @@ fn customer_approves(c: &SslConnector, public: u16, dir: &Path, request_uri: &st
             ("password", &password),
         ],
     )?;
-    let (status, page) = exchange(&mut browser, login.as_bytes())?;
+    let (status, headers, page) = exchange_with_headers(&mut browser, login.as_bytes())?;
     if status != 200 {
         return Err(format!("login: {status}").into());
     }
+    // Signing in starts a new session.
+    let cookie = header(&headers, "set-cookie")?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let decide = form_post(
         "/authorize/decision",
         &cookie,

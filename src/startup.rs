@@ -154,6 +154,7 @@ impl Application {
             metadata,
             jwks,
             upstream_http,
+            password_checks: tokio::sync::Semaphore::new(2),
         });
 
         let mtls_factory = {

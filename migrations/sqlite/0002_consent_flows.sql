@@ -39,6 +39,9 @@ CREATE INDEX transactions_account ON transactions (account_id, booked_at, transa
 -- A client's public keys (a JWK Set), for its signed request objects (RFC 9101).
 ALTER TABLE clients ADD COLUMN jwks TEXT;
 
+-- The bank customer an audit event concerns (customer pages).
+ALTER TABLE audit_events ADD COLUMN psu TEXT;
+
 -- Who authorised a consent, and which of their accounts it covers.
 ALTER TABLE consents ADD COLUMN psu TEXT REFERENCES customers (username);
 ALTER TABLE consents ADD COLUMN account_ids TEXT NOT NULL DEFAULT '[]';

@@ -11,7 +11,7 @@ pub enum Format {
     Csv,
 }
 
-const COLUMNS: [&str; 18] = [
+const COLUMNS: [&str; 19] = [
     "seq",
     "ts",
     "interaction_id",
@@ -27,6 +27,7 @@ const COLUMNS: [&str; 18] = [
     "reason",
     "token_jti",
     "consent_id",
+    "psu",
     "latency_us",
     "prev_hash",
     "hash",
@@ -96,6 +97,7 @@ fn csv_row(r: &AuditRecord) -> String {
         opt(&r.reason),
         opt(&r.token_jti),
         opt(&r.consent_id),
+        opt(&r.psu),
         r.latency_us.to_string(),
         r.prev_hash.clone(),
         r.hash.clone(),

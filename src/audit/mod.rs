@@ -60,6 +60,8 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     pub token_jti: Option<String>,
     pub consent_id: Option<String>,
+    /// The bank customer, on the customer's pages.
+    pub psu: Option<String>,
     pub latency_us: u64,
 }
 
@@ -81,6 +83,7 @@ impl AuditEvent {
             reason: self.reason,
             token_jti: self.token_jti,
             consent_id: self.consent_id,
+            psu: self.psu,
             latency_us: i64::try_from(self.latency_us).unwrap_or(i64::MAX),
             prev_hash,
             hash: String::new(),
@@ -295,6 +298,7 @@ mod tests {
             reason: None,
             token_jti: None,
             consent_id: None,
+            psu: None,
             latency_us: 5,
         }
     }

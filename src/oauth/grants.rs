@@ -151,7 +151,7 @@ impl GrantContext<'_> {
         };
         let grant_id = format!("grant-{}", uuid::Uuid::new_v4().simple());
         self.state
-            .put(&used_code_key(code), &grant_id, now + USED_CODE_MEMORY)
+            .put(&used_code_key(code), &grant_id, now + USED_CODE_MEMORY, now)
             .await
             .map_err(unavailable)?;
         let issued: IssuedCode = serde_json::from_str(&issued)
@@ -213,9 +213,12 @@ impl GrantContext<'_> {
             .add_grant_token(&grant_id, &access.jti, now + access.expires_in)
             .await
             .map_err(store_failed)?;
+        // A payment consent pays once: its grant is recorded (a replayed code must find the
+        // access token to revoke) but the client gets nothing to refresh with.
+        let refresh_token = (request.consent_kind != "domestic-payment").then_some(refresh);
         Ok(Issued {
             access,
-            refresh_token: Some(refresh),
+            refresh_token,
             consent_id: request.consent_id.clone(),
         })
     }
@@ -305,6 +308,33 @@ impl GrantContext<'_> {
     }
 }
 
+impl GrantContext<'_> {
+    /// RFC 7009 for refresh tokens: revokes the grant (and its access tokens) if `token` is one
+    /// of `client`'s refresh tokens; an unknown token is not an error (RFC 7009 §2.2).
+    pub async fn revoke_refresh_token(
+        &self,
+        token: &str,
+        client: &Client,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let grant = match self
+            .store
+            .refresh_lookup(&refresh_hash(token))
+            .await
+            .map_err(store_failed)?
+        {
+            RefreshLookup::Unknown => return Ok(()),
+            RefreshLookup::Active(g) | RefreshLookup::RotatedOut(g) => g,
+        };
+        if grant.client_id != client.client_id.as_str() {
+            return Err(OAuthError::UnauthorizedClient(
+                "the token was not issued to this client".into(),
+            ));
+        }
+        self.revoke_grant(&grant.grant_id, now).await
+    }
+}
+
 /// Issues a code for an approved request and stores it for one redemption.
 pub async fn issue_code(
     state: &SharedState,
@@ -315,7 +345,12 @@ pub async fn issue_code(
     let value = serde_json::to_string(issued)
         .map_err(|e| OAuthError::ServerError(format!("code not storable: {e}")))?;
     state
-        .put(&code_key(&code), &value, now + authorize::CODE_LIFETIME)
+        .put(
+            &code_key(&code),
+            &value,
+            now + authorize::CODE_LIFETIME,
+            now,
+        )
         .await
         .map_err(unavailable)?;
     Ok(code)

@@ -76,12 +76,33 @@ pub fn verify(
             )));
         }
     };
+    if let Some(typ) = header["typ"].as_str()
+        && !typ.eq_ignore_ascii_case("oauth-authz-req+jwt")
+    {
+        return Err(invalid(format!(
+            "request object typ {typ:?}: use oauth-authz-req+jwt (RFC 9101 §10.8)"
+        )));
+    }
     let kid = header["kid"]
         .as_str()
         .ok_or_else(|| invalid("the request object header has no kid"))?;
     let jwk = jwks
         .find(kid)
         .ok_or_else(|| invalid(format!("kid {kid:?} is not one of the client's keys")))?;
+    let usable = jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature)
+        && jwk
+            .common
+            .key_algorithm
+            .is_none_or(|a| format!("{a:?}") == format!("{alg:?}"));
+    if !usable {
+        return Err(invalid(format!(
+            "key {kid:?} is registered for another use or algorithm"
+        )));
+    }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(format!("key {kid:?}: {e}")))?;
     let mut validation = Validation::new(alg);
     validation.required_spec_claims.clear();

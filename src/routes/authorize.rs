@@ -94,10 +94,10 @@ async fn load_session(
 
 async fn save_session(state: &AppState, id: &str, s: &Session) -> Result<(), PageError> {
     let text = serde_json::to_string(s).map_err(broken)?;
-    let expires = clock::now().unix_timestamp() + SESSION_LIFETIME;
+    let now = clock::now().unix_timestamp();
     state
         .state
-        .put(&session_key(id), &text, expires)
+        .put(&session_key(id), &text, now + SESSION_LIFETIME, now)
         .await
         .map_err(broken)
 }
@@ -246,14 +246,16 @@ async fn start(
     let mut res = pages::page(
         StatusCode::OK,
         "Sign in",
-        &pages::login("/authorize/login", &csrf, Some(&client.name), false),
+        &pages::login("/authorize/login", &csrf, Some(&client.name), None),
     );
     res.add_cookie(&cookie).map_err(broken)?;
     Ok(res)
 }
 
 /// Checks a customer's password; the same answer whether the user exists or not.
-async fn sign_in(state: &AppState, username: &str, password: &str) -> Result<bool, PageError> {
+async fn password_ok(state: &AppState, username: &str, password: &str) -> Result<bool, PageError> {
+    // scrypt costs 32 MiB and tens of milliseconds: a few at a time, whatever arrives.
+    let _permit = state.password_checks.acquire().await.map_err(broken)?;
     let customer = state.store.customer(username).await.map_err(broken)?;
     let stored = customer.map(|c| c.password_hash);
     let password = password.to_string();
@@ -283,7 +285,7 @@ pub async fn authorize_login(req: HttpRequest, body: Bytes, state: Data<AppState
 
 async fn login_step(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
     let fields = form_fields(body)?;
-    let (id, mut session) = checked_session(req, state, &fields).await?;
+    let (id, session) = checked_session(req, state, &fields).await?;
     let request = session.request.clone().ok_or_else(|| {
         bad(
             "no_pending_request",
@@ -291,24 +293,106 @@ async fn login_step(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
         )
     })?;
     note_request(req, &request);
-    let username = field(&fields, "username").unwrap_or_default();
-    let password = field(&fields, "password").unwrap_or_default();
-    if !sign_in(state, username, password).await? {
-        let name = tpp_name(state, &request.client_id).await?;
-        let mut res = pages::page(
-            StatusCode::UNAUTHORIZED,
-            "Sign in",
-            &pages::login("/authorize/login", &session.csrf, Some(&name), true),
-        );
-        res.extensions_mut()
-            .insert(AuditNote::denied("login_failed"));
-        return Ok(res);
+    let name = tpp_name(state, &request.client_id).await?;
+    match sign_in(
+        req,
+        state,
+        &id,
+        session,
+        &fields,
+        "/authorize/login",
+        Some(&name),
+    )
+    .await?
+    {
+        SignIn::Refused(res) => Ok(res),
+        SignIn::Accepted(accepted) => {
+            let (session, cookie) = *accepted;
+            let mut res = consent_page(state, &session, &request, None).await?;
+            res.add_cookie(&cookie).map_err(broken)?;
+            Ok(res)
+        }
     }
-    // A new CSRF token after sign-in: nothing seen before it is valid after it.
+}
+
+/// Failed sign-ins for one username before it is paused, and for how long.
+const MAX_FAILURES: u32 = 5;
+const LOCKOUT_SECS: i64 = 900;
+
+enum SignIn {
+    /// The page to show instead (wrong password, or paused), with a fresh CSRF token.
+    Refused(HttpResponse),
+    /// Signed in: a new session (new id, new CSRF token) and its cookie; the old one is gone.
+    Accepted(Box<(Session, Cookie<'static>)>),
+}
+
+/// The sign-in form's work: throttle per username, check the password, and on success start a
+/// new session so that nothing known before sign-in (session id, CSRF token) is valid after it.
+async fn sign_in(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+    mut session: Session,
+    fields: &[(String, String)],
+    action: &str,
+    tpp: Option<&str>,
+) -> Result<SignIn, PageError> {
+    let username = field(fields, "username").unwrap_or_default();
+    let password = field(fields, "password").unwrap_or_default();
+    remember(req, |ctx| {
+        ctx.psu = Some(username.chars().take(64).collect())
+    });
+    let now = clock::now().unix_timestamp();
+    let failures_key = format!("login-failures:{}", digest(username));
+    let failures: u32 = state
+        .state
+        .get(&failures_key, now)
+        .await
+        .map_err(broken)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let refused = if failures >= MAX_FAILURES {
+        Some((
+            StatusCode::TOO_MANY_REQUESTS,
+            "login_paused",
+            "Too many failed attempts for this username. Try again in 15 minutes.",
+        ))
+    } else if !password_ok(state, username, password).await? {
+        state
+            .state
+            .put(
+                &failures_key,
+                &(failures + 1).to_string(),
+                now + LOCKOUT_SECS,
+                now,
+            )
+            .await
+            .map_err(broken)?;
+        Some((
+            StatusCode::UNAUTHORIZED,
+            "login_failed",
+            "That username and password did not match. Try again.",
+        ))
+    } else {
+        None
+    };
+    if let Some((status, reason, message)) = refused {
+        session.csrf = random_token().map_err(broken)?;
+        save_session(state, id, &session).await?;
+        let mut res = pages::page(
+            status,
+            "Sign in",
+            &pages::login(action, &session.csrf, tpp, Some(message)),
+        );
+        res.extensions_mut().insert(AuditNote::denied(reason));
+        return Ok(SignIn::Refused(res));
+    }
+    state.state.delete(&failures_key).await.map_err(broken)?;
+    state.state.delete(&session_key(id)).await.map_err(broken)?;
     session.psu = Some(username.to_string());
     session.csrf = random_token().map_err(broken)?;
-    save_session(state, &id, &session).await?;
-    consent_page(state, &session, &request, None).await
+    let (_, cookie) = new_session(state, &session).await?;
+    Ok(SignIn::Accepted(Box::new((session, cookie))))
 }
 
 async fn tpp_name(state: &AppState, client_id: &str) -> Result<String, PageError> {
@@ -487,6 +571,12 @@ async fn pending_consent(
                 "The request names a consent this bank does not know.",
             )
         })?;
+    if consents::expires_at(&consent).is_some_and(|at| at <= clock::now()) {
+        return Err(bad(
+            "consent_expired",
+            "This request has expired. Go back to the app and start again.",
+        ));
+    }
     if consent.status != consents::AWAITING_AUTHORISATION {
         return Err(bad(
             "consent_already_decided",
@@ -533,6 +623,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
         .psu
         .clone()
         .ok_or_else(|| bad("not_signed_in", "Sign in before deciding."))?;
+    remember(req, |ctx| ctx.psu = Some(psu.clone()));
     let consent = pending_consent(state, &request).await?;
     let issuer = &state.settings.server.public_url;
     let stamp = clock::ob_datetime(clock::now());
@@ -571,6 +662,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                 .filter(|(k, _)| k == "account")
                 .map(|(_, v)| v.clone())
                 .collect();
+            chosen.sort();
             chosen.dedup();
             let all_owned = chosen
                 .iter()
@@ -674,7 +766,7 @@ async fn show_apps(req: &HttpRequest, state: &AppState) -> PageResult {
     let mut res = pages::page(
         StatusCode::OK,
         "Connected apps",
-        &pages::login("/connected-apps/login", &csrf, None, false),
+        &pages::login("/connected-apps/login", &csrf, None, None),
     );
     res.add_cookie(&cookie).map_err(broken)?;
     Ok(res)
@@ -726,23 +818,26 @@ pub async fn connected_apps_login(
 
 async fn apps_login(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
     let fields = form_fields(body)?;
-    let (id, mut session) = checked_session(req, state, &fields).await?;
-    let username = field(&fields, "username").unwrap_or_default();
-    let password = field(&fields, "password").unwrap_or_default();
-    if !sign_in(state, username, password).await? {
-        let mut res = pages::page(
-            StatusCode::UNAUTHORIZED,
-            "Connected apps",
-            &pages::login("/connected-apps/login", &session.csrf, None, true),
-        );
-        res.extensions_mut()
-            .insert(AuditNote::denied("login_failed"));
-        return Ok(res);
+    let (id, session) = checked_session(req, state, &fields).await?;
+    match sign_in(
+        req,
+        state,
+        &id,
+        session,
+        &fields,
+        "/connected-apps/login",
+        None,
+    )
+    .await?
+    {
+        SignIn::Refused(res) => Ok(res),
+        SignIn::Accepted(accepted) => {
+            let (_, cookie) = *accepted;
+            let mut res = see_other("/connected-apps");
+            res.add_cookie(&cookie).map_err(broken)?;
+            Ok(res)
+        }
     }
-    session.psu = Some(username.to_string());
-    session.csrf = random_token().map_err(broken)?;
-    save_session(state, &id, &session).await?;
-    Ok(see_other("/connected-apps"))
 }
 
 #[utoipa::path(post, path = "/connected-apps/revoke", tag = "customer",
@@ -765,6 +860,7 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
     let psu = session
         .psu
         .ok_or_else(|| bad("not_signed_in", "Sign in first."))?;
+    remember(req, |ctx| ctx.psu = Some(psu.clone()));
     let consent_id = field(&fields, "consent_id").unwrap_or_default();
     let consent = state
         .store

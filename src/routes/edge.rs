@@ -44,6 +44,8 @@ impl AuditNote {
 #[derive(Clone, Debug, Default)]
 pub struct AuditContext {
     pub client_id: Option<String>,
+    /// The bank customer a customer page acted for (the username they gave).
+    pub psu: Option<String>,
     pub token_jti: Option<String>,
     pub consent_id: Option<String>,
 }
@@ -161,6 +163,7 @@ fn event_for<B>(
         reason,
         token_jti: ctx.token_jti,
         consent_id: ctx.consent_id,
+        psu: ctx.psu,
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     }
 }
@@ -243,6 +246,7 @@ pub fn handshake_event(failure: &HandshakeFailure) -> AuditEvent {
         reason: Some(format!("{}: {}", failure.reason, failure.detail)),
         token_jti: None,
         consent_id: None,
+        psu: None,
         latency_us: 0,
     }
 }

@@ -160,9 +160,11 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
             .policy
             .load()
             .decide(&client.roles, token.scopes(), req.method().as_str(), &route)?;
-    let consent = match permit.consent() {
-        None => None,
-        Some(rule) => Some(consent_for(state, &token, &client, rule).await?),
+    // A token issued for a consent is refused on every route once that consent is withdrawn
+    // or expired, not only on the routes that read through it.
+    let consent = match (permit.consent(), token.consent_id()) {
+        (None, None) => None,
+        (rule, _) => Some(consent_for(state, &token, &client, rule).await?),
     };
     Ok(Authorized {
         cert,
@@ -173,13 +175,14 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
     })
 }
 
-/// SPEC §5, last step: the consent behind the token is this client's, of the route's kind,
-/// authorised, unexpired, and grants one of the route's permissions.
+/// SPEC §5, last step: the consent behind the token is this client's, authorised and
+/// unexpired; where the route names a consent rule, also of its kind and granting one of its
+/// permissions.
 async fn consent_for(
     state: &AppState,
     token: &BoundToken,
     client: &Client,
-    rule: &crate::policy::ConsentRule,
+    rule: Option<&crate::policy::ConsentRule>,
 ) -> Result<ConsentRecord, ApiError> {
     let forbidden = |reason: &'static str, message: String| ApiError::ConsentRefused {
         reason,
@@ -190,8 +193,9 @@ async fn consent_for(
         forbidden(
             "consent_missing",
             format!(
-                "this route needs an access token issued for a customer's authorised {} consent                  (authorization_code grant); this token has no consent",
-                rule.kind
+                "this route needs an access token issued for a customer's authorised {} \
+                 consent (authorization_code grant); this token has no consent",
+                rule.map_or("", |r| r.kind)
             ),
         )
     })?;
@@ -206,7 +210,9 @@ async fn consent_for(
                 format!("consent {consent_id} is unknown"),
             )
         })?;
-    if consent.kind != rule.kind {
+    if let Some(rule) = rule
+        && consent.kind != rule.kind
+    {
         return Err(forbidden(
             "consent_wrong_kind",
             format!(
@@ -226,7 +232,7 @@ async fn consent_for(
             message: e.to_string(),
         });
     }
-    if !rule.any_of.is_empty() {
+    if let Some(rule) = rule.filter(|r| !r.any_of.is_empty()) {
         let granted = consents::granted_permissions(&consent);
         if !rule.any_of.iter().any(|p| granted.contains(p)) {
             return Err(forbidden(

@@ -38,6 +38,8 @@ pub struct AppState {
     pub jwks: String,
     /// HTTP client for upstream core-banking systems (policy `upstreams`).
     pub upstream_http: reqwest::Client,
+    /// Bounds concurrent password checks (each scrypt holds 32 MiB).
+    pub password_checks: tokio::sync::Semaphore,
 }
 
 /// The protected resource routes (method, route template): the policy must cover each.

@@ -363,6 +363,13 @@ pub async fn par(
         ))
         .into());
     }
+    if consents::expires_at(&consent).is_some_and(|at| at <= clock::now()) {
+        return Err(OAuthError::InvalidRequest(format!(
+            "consent {} has expired",
+            consent.consent_id
+        ))
+        .into());
+    }
     if consent.status != consents::AWAITING_AUTHORISATION {
         return Err(OAuthError::InvalidRequest(format!(
             "consent {} is {}, not AwaitingAuthorisation",
@@ -379,6 +386,7 @@ pub async fn par(
             &authorize::request_uri_key(&request_uri),
             &value,
             now + policy.request_uri_lifetime(),
+            now,
         )
         .await
         .map_err(|e| OAuthError::TemporarilyUnavailable(e.to_string()))?;
@@ -483,6 +491,17 @@ pub async fn revoke(
             "revocation state is unavailable; nothing was revoked, try again".into(),
         )
         .into());
+    }
+    if verified.is_err() {
+        // Not an access token of ours: perhaps a refresh token (RFC 7009 §2.1 MUST).
+        let policy = state.policy.load();
+        let grants = GrantContext {
+            store: &state.store,
+            state: &state.state,
+            tokens: &state.tokens,
+            settings: policy.grant_settings(),
+        };
+        grants.revoke_refresh_token(&raw, &client, now).await?;
     }
     if let Ok(claims) = verified {
         remember(&req, |ctx| ctx.token_jti = Some(claims.jti.clone()));

@@ -76,7 +76,7 @@ fn csrf_field(csrf: &str) -> String {
 }
 
 /// The sign-in form; `action` is where it posts.
-pub fn login(action: &str, csrf: &str, tpp: Option<&str>, failed: bool) -> String {
+pub fn login(action: &str, csrf: &str, tpp: Option<&str>, error: Option<&str>) -> String {
     let mut s = String::new();
     match tpp {
         Some(name) => {
@@ -90,13 +90,14 @@ pub fn login(action: &str, csrf: &str, tpp: Option<&str>, failed: bool) -> Strin
         }
         None => s.push_str("<h1>Sign in to manage connected apps</h1>"),
     }
-    if failed {
-        s.push_str(
-            "<p class=\"error\" role=\"alert\" id=\"login-error\">That username and password \
-             did not match. Try again.</p>",
+    if let Some(e) = error {
+        let _ = write!(
+            s,
+            "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>",
+            esc(e)
         );
     }
-    let described = if failed {
+    let described = if error.is_some() {
         " aria-describedby=\"login-error\""
     } else {
         ""
@@ -250,7 +251,12 @@ mod tests {
             esc(r#"<script>alert("x")</script>&'"#),
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"
         );
-        let html = login("/authorize/login", "c\"srf", Some("<b>Evil</b>"), true);
+        let html = login(
+            "/authorize/login",
+            "c\"srf",
+            Some("<b>Evil</b>"),
+            Some("did not match"),
+        );
         assert!(!html.contains("<b>Evil</b>"));
         assert!(html.contains("&lt;b&gt;Evil&lt;/b&gt;"));
         assert!(html.contains("value=\"c&quot;srf\""));

@@ -3,6 +3,12 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+/// Live short-lived entries are capped: past this, new ones are refused (callers answer 503)
+/// rather than letting unauthenticated traffic grow the process without bound.
+pub const MAX_ENTRIES: usize = 200_000;
+/// Expired entries are swept when the map grows past this.
+const SWEEP_AT: usize = 4096;
+
 #[derive(Default)]
 pub struct MemoryState {
     revoked: Mutex<HashMap<String, i64>>,
@@ -29,24 +35,24 @@ impl MemoryState {
 
     /// Stores `value` under `key` until `expires_at`; false (and nothing changed) if a live
     /// entry already holds the key.
-    pub fn put_new(&self, key: &str, value: &str, expires_at: i64, now: i64) -> bool {
+    pub fn put_new(&self, key: &str, value: &str, expires_at: i64, now: i64) -> Result<bool, Full> {
         let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() > 4096 {
-            map.retain(|_, (_, exp)| *exp > now);
-        }
         if map.get(key).is_some_and(|(_, exp)| *exp > now) {
-            return false;
+            return Ok(false);
         }
+        make_room(&mut map, now)?;
         map.insert(key.to_string(), (value.to_string(), expires_at));
-        true
+        Ok(true)
     }
 
     /// Stores `value` under `key` until `expires_at`, replacing what was there.
-    pub fn put(&self, key: &str, value: &str, expires_at: i64) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.to_string(), (value.to_string(), expires_at));
+    pub fn put(&self, key: &str, value: &str, expires_at: i64, now: i64) -> Result<(), Full> {
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if !map.contains_key(key) {
+            make_room(&mut map, now)?;
+        }
+        map.insert(key.to_string(), (value.to_string(), expires_at));
+        Ok(())
     }
 
     pub fn get(&self, key: &str, now: i64) -> Option<String> {
@@ -76,6 +82,20 @@ impl MemoryState {
     }
 }
 
+/// The in-process store is at its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+fn make_room(map: &mut HashMap<String, (String, i64)>, now: i64) -> Result<(), Full> {
+    if map.len() >= SWEEP_AT {
+        map.retain(|_, (_, exp)| *exp > now);
+    }
+    if map.len() >= MAX_ENTRIES {
+        return Err(Full);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,14 +117,33 @@ mod tests {
     #[test]
     fn entries_are_taken_once_and_expire() {
         let s = MemoryState::default();
-        assert!(s.put_new("k", "v", 100, 0));
-        assert!(!s.put_new("k", "w", 100, 0));
+        assert_eq!(s.put_new("k", "v", 100, 0), Ok(true));
+        assert_eq!(s.put_new("k", "w", 100, 0), Ok(false));
         assert_eq!(s.get("k", 50), Some("v".into()));
         assert_eq!(s.take("k", 50), Some("v".into()));
         assert_eq!(s.take("k", 50), None);
-        s.put("old", "v", 10);
+        assert_eq!(s.put("old", "v", 10, 0), Ok(()));
         assert_eq!(s.get("old", 10), None);
         assert_eq!(s.take("old", 20), None);
-        assert!(s.put_new("old", "new", 30, 20));
+        assert_eq!(s.put_new("old", "new", 30, 20), Ok(true));
+    }
+
+    #[test]
+    fn the_entry_map_is_swept_and_capped() {
+        let s = MemoryState::default();
+        for i in 0..SWEEP_AT {
+            assert_eq!(s.put(&format!("dead{i}"), "v", 5, 0), Ok(()));
+        }
+        // Past the sweep size, expired entries make room for new ones.
+        assert_eq!(s.put("live", "v", 100, 10), Ok(()));
+        assert_eq!(s.entries.lock().map(|m| m.len()).unwrap_or(0), 1);
+        let mut full = Ok(());
+        for i in 0..MAX_ENTRIES {
+            full = s.put(&format!("k{i}"), "v", 100, 10);
+            if full.is_err() {
+                break;
+            }
+        }
+        assert_eq!(full, Err(Full));
     }
 }

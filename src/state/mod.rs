@@ -9,6 +9,17 @@ pub mod memory;
 pub enum StateError {
     #[error("unsupported state url {0:?}: use memory://")]
     UnsupportedUrl(String),
+    #[error(
+        "shared state is full ({} live entries); refusing new ones",
+        memory::MAX_ENTRIES
+    )]
+    Full,
+}
+
+impl From<memory::Full> for StateError {
+    fn from(_: memory::Full) -> Self {
+        Self::Full
+    }
 }
 
 /// The state backend chosen by `state.url`.
@@ -49,17 +60,20 @@ impl SharedState {
         now: i64,
     ) -> Result<bool, StateError> {
         match self {
-            Self::Memory(m) => Ok(m.put_new(key, value, expires_at, now)),
+            Self::Memory(m) => Ok(m.put_new(key, value, expires_at, now)?),
         }
     }
 
     /// Stores `value` under `key` until `expires_at`, replacing what was there.
-    pub async fn put(&self, key: &str, value: &str, expires_at: i64) -> Result<(), StateError> {
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StateError> {
         match self {
-            Self::Memory(m) => {
-                m.put(key, value, expires_at);
-                Ok(())
-            }
+            Self::Memory(m) => Ok(m.put(key, value, expires_at, now)?),
         }
     }
 

@@ -186,6 +186,10 @@ pub struct AuditRecord {
     pub reason: Option<String>,
     pub token_jti: Option<String>,
     pub consent_id: Option<String>,
+    /// Absent from the hashed form when empty, so events written before the column existed
+    /// keep their hashes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psu: Option<String>,
     pub latency_us: i64,
     pub prev_hash: String,
     pub hash: String,

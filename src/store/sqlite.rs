@@ -826,7 +826,7 @@ impl SqliteStore {
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO audit_events (seq, ts, interaction_id, peer_ip, client_id, \
              cert_thumbprint, cert_subject, cert_serial, method, route, status, outcome, reason, \
-             token_jti, consent_id, latency_us, prev_hash, hash) ",
+             token_jti, consent_id, psu, latency_us, prev_hash, hash) ",
         );
         insert.push_values(batch, |mut row, e| {
             row.push_bind(e.seq)
@@ -844,6 +844,7 @@ impl SqliteStore {
                 .push_bind(&e.reason)
                 .push_bind(&e.token_jti)
                 .push_bind(&e.consent_id)
+                .push_bind(&e.psu)
                 .push_bind(e.latency_us)
                 .push_bind(&e.prev_hash)
                 .push_bind(&e.hash);

@@ -14,7 +14,7 @@ pub const FUNDS: &str = "/open-banking/v3.1/cbpii/funds-confirmations";
 /// A browser: one cookie jar (the session cookie), no automatic redirects.
 pub struct Browser {
     http: reqwest::Client,
-    cookie: Option<String>,
+    pub cookie: Option<String>,
     base: String,
 }
 
@@ -438,6 +438,12 @@ async fn a_full_account_information_journey_shares_only_what_the_customer_chose(
         (400, json!("invalid_grant")),
         "{body}"
     );
+
+    // On every route, not only the ones that read through the consent.
+    let (status, err) = tpp
+        .get(&tokens.access_token, &format!("{CONSENTS}/{consent}"))
+        .await?;
+    assert_eq!(status, 403, "{err}");
 
     // Each refusal is in the audit log with its reason.
     let events = app.audit().await?;
@@ -981,6 +987,9 @@ async fn the_consent_page_refuses_forged_forms_and_wrong_passwords() -> TestResu
         .await?;
     assert_eq!(wrong.status, 401);
     assert!(wrong.body.contains("did not match"));
+    let stale = csrf;
+    let csrf = wrong.hidden("csrf")?;
+    assert_ne!(stale, csrf, "a failed sign-in rotates the CSRF token");
     let page = b
         .post(
             "/authorize/login",
@@ -1564,5 +1573,80 @@ async fn transactions_follow_the_granted_permissions_and_the_consent_window() ->
         )
         .await?;
     assert_eq!(status, 400, "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sign_in_pauses_after_five_failures_and_starts_a_new_session_when_it_succeeds() -> TestResult
+{
+    let app = spawn_app().await?;
+    let pw = password(&app, "bob")?;
+    let mut b = Browser::new(&app)?;
+    let mut page = b.get("/connected-apps").await?;
+    let before = b.cookie.clone().ok_or("no session cookie")?;
+    let signed_in = b
+        .post(
+            "/connected-apps/login",
+            &[
+                ("csrf", &page.hidden("csrf")?),
+                ("username", "bob"),
+                ("password", &pw),
+            ],
+        )
+        .await?;
+    assert_eq!(signed_in.status, 303);
+    assert_ne!(
+        b.cookie.as_deref(),
+        Some(before.as_str()),
+        "a new session id at sign-in"
+    );
+    let mut old = Browser::new(&app)?;
+    old.cookie = Some(before);
+    let stale = old.get("/connected-apps").await?;
+    assert!(
+        stale.body.contains("Sign in"),
+        "the pre-sign-in session is gone"
+    );
+
+    let mut b = Browser::new(&app)?;
+    page = b.get("/connected-apps").await?;
+    for _ in 0..5 {
+        page = b
+            .post(
+                "/connected-apps/login",
+                &[
+                    ("csrf", &page.hidden("csrf")?),
+                    ("username", "alice"),
+                    ("password", "guess"),
+                ],
+            )
+            .await?;
+        assert_eq!(page.status, 401);
+    }
+    let pw = password(&app, "alice")?;
+    let paused = b
+        .post(
+            "/connected-apps/login",
+            &[
+                ("csrf", &page.hidden("csrf")?),
+                ("username", "alice"),
+                ("password", &pw),
+            ],
+        )
+        .await?;
+    assert_eq!(paused.status, 429, "{}", paused.body);
+    let events = app.audit().await?;
+    let failed = events
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("login_failed") && e.psu.as_deref() == Some("alice")
+        })
+        .count();
+    assert_eq!(failed, 5);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("login_paused"))
+    );
     Ok(())
 }
