@@ -6,14 +6,21 @@ use std::sync::{Mutex, PoisonError};
 /// Live short-lived entries are capped: past this, new ones are refused (callers answer 503)
 /// rather than letting unauthenticated traffic grow the process without bound.
 pub const MAX_ENTRIES: usize = 200_000;
-/// Expired entries are swept when the map grows past this.
+/// Expired entries are first swept when the map reaches this size; after each sweep the next
+/// one waits until the map has doubled, so sweeping costs O(1) per insert on average.
 const SWEEP_AT: usize = 4096;
 
 #[derive(Default)]
 pub struct MemoryState {
     revoked: Mutex<HashMap<String, i64>>,
     /// Short-lived entries by key: `(value, expires_at)`.
-    entries: Mutex<HashMap<String, (String, i64)>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, (String, i64)>,
+    sweep_at: usize,
 }
 
 impl MemoryState {
@@ -36,22 +43,24 @@ impl MemoryState {
     /// Stores `value` under `key` until `expires_at`; false (and nothing changed) if a live
     /// entry already holds the key.
     pub fn put_new(&self, key: &str, value: &str, expires_at: i64, now: i64) -> Result<bool, Full> {
-        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.get(key).is_some_and(|(_, exp)| *exp > now) {
+        let mut e = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if e.map.get(key).is_some_and(|(_, exp)| *exp > now) {
             return Ok(false);
         }
-        make_room(&mut map, now)?;
-        map.insert(key.to_string(), (value.to_string(), expires_at));
+        e.make_room(now)?;
+        e.map
+            .insert(key.to_string(), (value.to_string(), expires_at));
         Ok(true)
     }
 
     /// Stores `value` under `key` until `expires_at`, replacing what was there.
     pub fn put(&self, key: &str, value: &str, expires_at: i64, now: i64) -> Result<(), Full> {
-        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.contains_key(key) {
-            make_room(&mut map, now)?;
+        let mut e = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if !e.map.contains_key(key) {
+            e.make_room(now)?;
         }
-        map.insert(key.to_string(), (value.to_string(), expires_at));
+        e.map
+            .insert(key.to_string(), (value.to_string(), expires_at));
         Ok(())
     }
 
@@ -59,6 +68,7 @@ impl MemoryState {
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .get(key)
             .filter(|(_, exp)| *exp > now)
             .map(|(v, _)| v.clone())
@@ -69,6 +79,7 @@ impl MemoryState {
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .remove(key)
             .filter(|(_, exp)| *exp > now)
             .map(|(v, _)| v)
@@ -78,6 +89,7 @@ impl MemoryState {
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .remove(key);
     }
 }
@@ -86,14 +98,17 @@ impl MemoryState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
 
-fn make_room(map: &mut HashMap<String, (String, i64)>, now: i64) -> Result<(), Full> {
-    if map.len() >= SWEEP_AT {
-        map.retain(|_, (_, exp)| *exp > now);
+impl Entries {
+    fn make_room(&mut self, now: i64) -> Result<(), Full> {
+        if self.map.len() >= self.sweep_at.max(SWEEP_AT) {
+            self.map.retain(|_, (_, exp)| *exp > now);
+            self.sweep_at = (2 * self.map.len()).max(SWEEP_AT);
+        }
+        if self.map.len() >= MAX_ENTRIES {
+            return Err(Full);
+        }
+        Ok(())
     }
-    if map.len() >= MAX_ENTRIES {
-        return Err(Full);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -136,7 +151,7 @@ mod tests {
         }
         // Past the sweep size, expired entries make room for new ones.
         assert_eq!(s.put("live", "v", 100, 10), Ok(()));
-        assert_eq!(s.entries.lock().map(|m| m.len()).unwrap_or(0), 1);
+        assert_eq!(s.entries.lock().map(|e| e.map.len()).unwrap_or(0), 1);
         let mut full = Ok(());
         for i in 0..MAX_ENTRIES {
             full = s.put(&format!("k{i}"), "v", 100, 10);
