@@ -14,6 +14,7 @@ use toml::Spanned;
 use crate::oauth::clients::Role;
 use crate::oauth::grants::GrantSettings;
 use crate::oauth::{Scope, ScopeSet};
+use crate::resources::CONSENT_REQUIREMENTS;
 use crate::resources::consents::Permission;
 
 /// Consent kinds a route may require (the `consents.kind` values).
@@ -277,12 +278,18 @@ impl Policy {
             let field = format!("upstreams.{name}");
             let u = up.get_ref();
             let url = u.url.get_ref().trim_end_matches('/');
-            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-            if !scheme_ok || reqwest::Url::parse(url).is_err() {
+            // Customer and consent ids travel to the upstream: in clear only over loopback
+            // (a sidecar on the same host).
+            let acceptable = reqwest::Url::parse(url).is_ok_and(|u| match u.scheme() {
+                "https" => u.host().is_some(),
+                "http" => matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
+                _ => false,
+            });
+            if !acceptable {
                 issues.push(at(
                     u.url.span(),
                     &format!("{field}.url"),
-                    format!("{url:?} is not an http(s) URL"),
+                    format!("{url:?} must be an https:// URL (http:// only to loopback)"),
                 ));
                 continue;
             }
@@ -424,6 +431,42 @@ impl Policy {
                 }
                 if bad {
                     continue;
+                }
+            }
+            if let Some(req) = CONSENT_REQUIREMENTS
+                .iter()
+                .find(|c| c.method == method && c.route == route.as_str())
+            {
+                let here = at(spanned.span(), &field("consent"), String::new());
+                match &consent {
+                    Some(rule) if rule.kind == req.kind => {
+                        if !req.permissions.is_empty()
+                            && (rule.any_of.is_empty()
+                                || rule.any_of.iter().any(|p| !req.permissions.contains(p)))
+                        {
+                            issues.push(PolicyIssue {
+                                field: field("permissions"),
+                                message: format!(
+                                    "{method} {route} must list permissions from {:?} (one of \
+                                     them must be granted to read it)",
+                                    req.permissions
+                                ),
+                                ..here
+                            });
+                            continue;
+                        }
+                    }
+                    _ => {
+                        issues.push(PolicyIssue {
+                            message: format!(
+                                "{method} {route} acts through a customer's consent: it needs \
+                                 consent = \"{}\"",
+                                req.kind
+                            ),
+                            ..here
+                        });
+                        continue;
+                    }
                 }
             }
             let upstream = match &r.upstream {
@@ -739,6 +782,13 @@ scope = "accounts"
             ["upstreams.core.url"]
         );
         assert_eq!(
+            fields(&format!(
+                "{GOOD}\n[upstreams.core]\nurl = \"http://core.bank.internal\"\n"
+            )),
+            ["upstreams.core.url"],
+            "plain http only to loopback"
+        );
+        assert_eq!(
             fields(&GOOD.replace(
                 "access_token_lifetime_secs = 300",
                 "access_token_lifetime_secs = 300\nrefresh_token_lifetime_secs = 5"
@@ -751,5 +801,39 @@ scope = "accounts"
             )),
             ["authorization.request_uri_lifetime_secs"]
         );
+    }
+
+    #[test]
+    fn the_shipped_policy_cannot_drop_or_widen_a_routes_consent() {
+        const SHIPPED: &str = include_str!("../../policies/access.toml");
+        let routes = crate::routes::PROTECTED_ROUTES;
+        let check = |text: &str| Policy::parse(Path::new("access.toml"), text, routes);
+        assert!(check(SHIPPED).is_ok());
+        let balances = "route = \"/open-banking/v3.1/aisp/accounts/{AccountId}/balances\"\n\
+                        role = \"AISP\"\nscope = \"accounts\"\n";
+        assert!(SHIPPED.contains(balances));
+        let dropped = SHIPPED.replace(
+            &format!("{balances}consent = \"account-access\"\npermissions = [\"ReadBalances\"]\n"),
+            balances,
+        );
+        let widened = SHIPPED.replace(
+            "permissions = [\"ReadBalances\"]",
+            "permissions = [\"ReadBalances\", \"ReadAccountsBasic\"]",
+        );
+        let unlisted = SHIPPED.replace("permissions = [\"ReadBalances\"]\n", "");
+        for (what, text) in [
+            ("dropped", dropped),
+            ("widened", widened),
+            ("unlisted", unlisted),
+        ] {
+            assert_ne!(text, SHIPPED, "{what}: the edit did not apply");
+            match check(&text) {
+                Err(PolicyError::Invalid(issues)) => assert!(
+                    issues.iter().any(|i| i.message.contains("balances")),
+                    "{what}: {issues:?}"
+                ),
+                other => assert!(other.is_err(), "{what}: accepted"),
+            }
+        }
     }
 }

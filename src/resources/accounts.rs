@@ -51,7 +51,7 @@ fn account_json(a: &AccountRecord, detail: bool) -> Value {
 }
 
 /// The consented account `account_id`, or a refusal that says the consent does not cover it.
-async fn consented_account(
+pub async fn consented_account(
     store: &Store,
     consent: &ConsentRecord,
     account_id: &str,

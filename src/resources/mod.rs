@@ -8,6 +8,66 @@ pub mod sandbox;
 
 use crate::store::StoreError;
 
+use consents::Permission;
+
+/// What a route that reads or acts through a customer's consent needs of it, fixed here: the
+/// policy must name the same consent kind and may narrow the permissions, never widen them.
+pub struct ConsentRequirement {
+    pub method: &'static str,
+    pub route: &'static str,
+    pub kind: &'static str,
+    /// The permissions that can justify the route (one is enough); empty when the kind alone
+    /// decides (payments, funds confirmation).
+    pub permissions: &'static [Permission],
+}
+
+const ACCOUNT_PERMISSIONS: &[Permission] = &[
+    Permission::ReadAccountsBasic,
+    Permission::ReadAccountsDetail,
+];
+
+pub const CONSENT_REQUIREMENTS: &[ConsentRequirement] = &[
+    ConsentRequirement {
+        method: "GET",
+        route: "/open-banking/v3.1/aisp/accounts",
+        kind: "account-access",
+        permissions: ACCOUNT_PERMISSIONS,
+    },
+    ConsentRequirement {
+        method: "GET",
+        route: "/open-banking/v3.1/aisp/accounts/{AccountId}",
+        kind: "account-access",
+        permissions: ACCOUNT_PERMISSIONS,
+    },
+    ConsentRequirement {
+        method: "GET",
+        route: "/open-banking/v3.1/aisp/accounts/{AccountId}/balances",
+        kind: "account-access",
+        permissions: &[Permission::ReadBalances],
+    },
+    ConsentRequirement {
+        method: "GET",
+        route: "/open-banking/v3.1/aisp/accounts/{AccountId}/transactions",
+        kind: "account-access",
+        permissions: &[
+            Permission::ReadTransactionsBasic,
+            Permission::ReadTransactionsDetail,
+        ],
+    },
+    ConsentRequirement {
+        method: "POST",
+        route: "/open-banking/v3.1/pisp/domestic-payments",
+        kind: "domestic-payment",
+        permissions: &[],
+    },
+    ConsentRequirement {
+        method: "POST",
+        route: "/open-banking/v3.1/cbpii/funds-confirmations",
+        kind: "funds-confirmation",
+        permissions: &[],
+    },
+];
+
 /// A resource-layer refusal or failure, mapped once to an Open Banking error at the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {

@@ -12,6 +12,7 @@ use super::codes::*;
 use super::consents::{Amount, DomesticInitiation, DomesticPaymentConsentDetails};
 use super::sandbox::parse_minor;
 use crate::clock;
+use crate::state::SharedState;
 use crate::store::{
     ConsentRecord, PaymentRecord, PaymentRefused, Store, StoreError, TransactionRecord,
 };
@@ -249,6 +250,65 @@ pub async fn create(
         )),
         Err(PaymentRefused::Store(e)) => Err(e.into()),
     }
+}
+
+/// How long the gateway remembers an idempotency key of a payment it passed upstream.
+const UPSTREAM_KEY_MEMORY: i64 = 86_400;
+
+/// Before a payment goes to an upstream core system: the request must name this consent, and
+/// the consent is consumed here, atomically, so it pays once whatever the upstream does. A
+/// repeat with the same key and body passes again (the upstream gets the same
+/// `x-idempotency-key`); another body under the key, or a new key once consumed, is refused.
+pub async fn claim_for_upstream(
+    store: &Store,
+    state: &SharedState,
+    client_id: &str,
+    consent: &ConsentRecord,
+    body: &[u8],
+    idempotency_key: &str,
+    now: OffsetDateTime,
+) -> Result<(), ResourceError> {
+    let value: Value = serde_json::from_slice(body).map_err(malformed)?;
+    let hash = fingerprint(&value);
+    let consent_id = value["Data"]["ConsentId"].as_str().unwrap_or_default();
+    same_consent(consent_id, consent)?;
+    let unavailable = |e: crate::state::StateError| {
+        ResourceError::Store(StoreError::Corrupt(format!("shared state: {e}")))
+    };
+    let key = format!("upstream-payment:{client_id}:{idempotency_key}");
+    let ts = now.unix_timestamp();
+    if let Some(seen) = state.get(&key, ts).await.map_err(unavailable)? {
+        return if seen == hash {
+            Ok(())
+        } else {
+            Err(ResourceError::IdempotencyMismatch(
+                idempotency_key.to_string(),
+            ))
+        };
+    }
+    let consumed = store
+        .transition_consent(
+            &consent.consent_id,
+            &[super::consents::AUTHORISED],
+            super::consents::CONSUMED,
+            &clock::ob_datetime(now),
+        )
+        .await?;
+    if !consumed {
+        return Err(ResourceError::Forbidden {
+            reason: "consent_consumed",
+            code: CONSENT_NOT_AUTHORISED,
+            message: format!(
+                "consent {} has already been used for a payment; a consent pays once",
+                consent.consent_id
+            ),
+        });
+    }
+    state
+        .put(&key, &hash, ts + UPSTREAM_KEY_MEMORY, ts)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 /// `GET /domestic-payments/{id}`: the client's own payment only.

@@ -43,7 +43,7 @@ pub async fn list_accounts(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, payload, &state).await;
+        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
     }
     let body = accounts::list(&state.store, consent(&auth)?, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -67,7 +67,7 @@ pub async fn get_account(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, payload, &state).await;
+        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
     }
     let body = accounts::one(&state.store, consent(&auth)?, &id, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -91,7 +91,7 @@ pub async fn get_balances(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, payload, &state).await;
+        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
     }
     let body = accounts::balances(&state.store, consent(&auth)?, &id, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -118,7 +118,7 @@ pub async fn get_transactions(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, payload, &state).await;
+        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
     }
     let params = Query::<TransactionParams>::from_query(req.query_string()).map_err(|e| {
         ApiError::bad_request("invalid_query", codes::FIELD_INVALID, None, e.to_string())
@@ -159,10 +159,21 @@ pub async fn create_payment(
             )
         })?
         .to_string();
-    if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, payload, &state).await;
-    }
     let body = read_body(payload).await?;
+    if let Some(up) = auth.permit.upstream() {
+        // The gateway, not the upstream, makes sure the consent pays once.
+        payments::claim_for_upstream(
+            &state.store,
+            &state.state,
+            auth.client.client_id.as_str(),
+            consent(&auth)?,
+            &body,
+            &key,
+            clock::now(),
+        )
+        .await?;
+        return upstream::forward(&req, &auth, up, body, &state).await;
+    }
     let outcome = payments::create(
         &state.store,
         auth.client.client_id.as_str(),
@@ -202,7 +213,7 @@ pub async fn get_payment(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, payload, &state).await;
+        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
     }
     let body = payments::get(
         &state.store,
@@ -234,7 +245,7 @@ pub async fn confirm_funds(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, payload, &state).await;
+        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
     }
     let body = read_body(payload).await?;
     let body = payments::confirm_funds(

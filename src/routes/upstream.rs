@@ -1,32 +1,53 @@
 //! Upstream mode: the policy sends a route's requests to a core-banking URL instead of the
-//! sandbox bank. The upstream learns who is asking from headers the gateway sets after the
-//! whole guard chain passed; it never sees the bearer token or the client certificate.
+//! sandbox bank. Every check the sandbox path makes is made here first (the account is in the
+//! consent; a payment consent pays once); the upstream learns who is asking from headers the
+//! gateway sets, and never sees the bearer token or the client certificate.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
-use actix_web::web::Payload;
+use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use super::AppState;
-use super::consents::{IDEMPOTENCY_KEY, read_body};
+use super::consents::IDEMPOTENCY_KEY;
 use super::edge::{INTERACTION_ID, InteractionId};
 use super::error::ApiError;
 use super::guard::Authorized;
 use crate::policy::Upstream;
+use crate::resources::{accounts, codes};
 
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-obgate-client-id");
 pub const CONSENT_ID_HEADER: HeaderName = HeaderName::from_static("x-obgate-consent-id");
 pub const PSU_ID_HEADER: HeaderName = HeaderName::from_static("x-obgate-psu-id");
+pub const ACCOUNT_IDS_HEADER: HeaderName = HeaderName::from_static("x-obgate-account-ids");
 
-/// Sends this request to `upstream` and relays its status, content type and body.
+/// True for `.`/`..` path segments, also percent-encoded: URL parsers resolve them, which
+/// would send the request to another path on the upstream than the one the policy checked.
+fn dot_segment(segment: &str) -> bool {
+    let s = segment.to_ascii_lowercase().replace("%2e", ".");
+    s == "." || s == ".."
+}
+
+/// Sends this request (its `body` already read) to `upstream` and relays its status, content
+/// type and body.
 pub async fn forward(
     req: &HttpRequest,
     auth: &Authorized,
     upstream: &Upstream,
-    payload: Payload,
+    body: Bytes,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload).await?;
+    if req.path().split('/').any(dot_segment) {
+        return Err(ApiError::bad_request(
+            "path_dot_segment",
+            codes::FIELD_INVALID,
+            None,
+            "path segments . and .. are not allowed",
+        ));
+    }
+    if let (Some(consent), Some(account_id)) = (&auth.consent, req.match_info().get("AccountId")) {
+        accounts::consented_account(&state.store, consent, account_id).await?;
+    }
     let url = match req.query_string() {
         "" => format!("{}{}", upstream.url, req.path()),
         q => format!("{}{}?{q}", upstream.url, req.path()),
@@ -45,7 +66,9 @@ pub async fn forward(
         .header(INTERACTION_ID.as_str(), interaction)
         .header(CLIENT_ID_HEADER.as_str(), auth.client.client_id.as_str());
     if let Some(consent) = &auth.consent {
-        out = out.header(CONSENT_ID_HEADER.as_str(), consent.consent_id.as_str());
+        out = out
+            .header(CONSENT_ID_HEADER.as_str(), consent.consent_id.as_str())
+            .header(ACCOUNT_IDS_HEADER.as_str(), consent.account_ids().join(","));
         if let Some(psu) = &consent.psu {
             out = out.header(PSU_ID_HEADER.as_str(), psu.as_str());
         }
@@ -55,24 +78,37 @@ pub async fn forward(
             out = out.header(name.as_str(), v);
         }
     }
+    let failed =
+        |e: &dyn std::fmt::Display| ApiError::Upstream(format!("upstream {}: {e}", upstream.name));
     let res = out
         .body(body.to_vec())
         .send()
         .await
-        .map_err(|e| ApiError::Upstream(format!("upstream {}: {e}", upstream.name)))?;
-    let status = StatusCode::from_u16(res.status().as_u16())
-        .map_err(|e| ApiError::Upstream(format!("upstream {}: {e}", upstream.name)))?;
+        .map_err(|e| failed(&e))?;
+    let status = StatusCode::from_u16(res.status().as_u16()).map_err(|e| failed(&e))?;
     let content_type = res
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
-    let bytes = res
-        .bytes()
-        .await
-        .map_err(|e| ApiError::Upstream(format!("upstream {}: {e}", upstream.name)))?;
+    let bytes = res.bytes().await.map_err(|e| failed(&e))?;
     Ok(HttpResponse::build(status)
         .content_type(content_type)
         .body(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_recognised_in_any_spelling() {
+        for s in [".", "..", "%2e", "%2E%2e", ".%2E", "%2e."] {
+            assert!(dot_segment(s), "{s}");
+        }
+        for s in ["", "acc-1", "...", "a.b", "%2f"] {
+            assert!(!dot_segment(s), "{s}");
+        }
+    }
 }

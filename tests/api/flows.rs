@@ -1470,10 +1470,31 @@ async fn upstream_routes_carry_who_is_asking_but_never_the_token_or_certificate(
     tokio::spawn(server);
 
     let app = spawn_app_with(with_policy(move |t| {
-        let t = t.replace(
-            "route = \"/open-banking/v3.1/aisp/accounts\"\nrole = \"AISP\"\nscope = \"accounts\"\nconsent = \"account-access\"\n",
-            "route = \"/open-banking/v3.1/aisp/accounts\"\nrole = \"AISP\"\nscope = \"accounts\"\nconsent = \"account-access\"\nupstream = \"core\"\n",
-        );
+        let mut t = t;
+        for (route, tail) in [
+            (
+                "/open-banking/v3.1/aisp/accounts",
+                "scope = \"accounts\"\nconsent = \"account-access\"\n",
+            ),
+            (
+                "/open-banking/v3.1/aisp/accounts/{AccountId}/balances",
+                "scope = \"accounts\"\nconsent = \"account-access\"\n",
+            ),
+            (
+                "/open-banking/v3.1/pisp/domestic-payments",
+                "scope = \"payments\"\nconsent = \"domestic-payment\"\n",
+            ),
+        ] {
+            let rule = format!(
+                "route = \"{route}\"\nrole = \"{}\"\n{tail}",
+                if route.contains("pisp") {
+                    "PISP"
+                } else {
+                    "AISP"
+                }
+            );
+            t = t.replace(&rule, &format!("{rule}upstream = \"core\"\n"));
+        }
         format!("{t}\n[upstreams.core]\nurl = \"http://127.0.0.1:{port}/core\"\n")
     }))
     .await?;
@@ -1523,6 +1544,83 @@ async fn upstream_routes_carry_who_is_asking_but_never_the_token_or_certificate(
         k.contains("cert") || v.contains(&tokens.access_token) || v.contains("BEGIN CERTIFICATE")
     });
     assert!(!leaked, "{calls:?}");
+    let shared = h("x-obgate-account-ids").ok_or("no account ids")?;
+
+    // An account outside the consent is refused before the upstream is asked.
+    let bobs = app.store.accounts_of("bob").await?;
+    let (status, _) = a
+        .get(
+            &tokens.access_token,
+            &format!("{ACCOUNTS}/{}/balances", bobs[0].account_id),
+        )
+        .await?;
+    assert_eq!(status, 403);
+    let (status, _) = a
+        .get(
+            &tokens.access_token,
+            &format!("{ACCOUNTS}/{shared}/balances"),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        seen.lock().map_err(|_| "poisoned")?.len(),
+        2,
+        "only the consented read went upstream"
+    );
+
+    // A payment consent pays once even when the upstream makes the payment.
+    let consent_body = payment_body("5.00");
+    let pay_consent = a
+        .consent(PAYMENT_CONSENTS, "payments", &consent_body)
+        .await?;
+    let flow = a.par("openid payments", &pay_consent).await?;
+    let cb = customer_decides(&app, &flow.authorize_url, "alice", first, "approve").await?;
+    let pay = a.finish(flow, &cb).await?;
+    let v: Value = serde_json::from_str(&consent_body)?;
+    let payment = json!({"Data": {"ConsentId": pay_consent, "Initiation": v["Data"]["Initiation"]}, "Risk": v["Risk"]});
+    let key = uuid();
+    assert_eq!(
+        a.post_json(&pay.access_token, PAYMENTS, Some(&key), &payment)
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(
+        a.post_json(&pay.access_token, PAYMENTS, Some(&key), &payment)
+            .await?
+            .0,
+        200,
+        "an idempotent repeat passes"
+    );
+    let mut other = payment.clone();
+    other["Risk"] = json!({"x": 1});
+    assert_eq!(
+        a.post_json(&pay.access_token, PAYMENTS, Some(&key), &other)
+            .await?
+            .0,
+        400
+    );
+    assert_eq!(
+        a.post_json(&pay.access_token, PAYMENTS, Some(&uuid()), &payment)
+            .await?
+            .0,
+        403,
+        "a second payment"
+    );
+    let calls = seen.lock().map_err(|_| "poisoned")?.clone();
+    let payments: Vec<_> = calls
+        .iter()
+        .filter(|c| {
+            c.iter()
+                .any(|(k, v)| k == "path" && v.ends_with("/domestic-payments"))
+        })
+        .collect();
+    assert_eq!(payments.len(), 2, "first try and its repeat");
+    assert!(
+        payments
+            .iter()
+            .all(|c| c.iter().any(|(k, v)| k == "x-idempotency-key" && *v == key))
+    );
     upstream_handle.stop(false).await;
     Ok(())
 }
