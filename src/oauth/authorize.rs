@@ -40,6 +40,8 @@ pub struct AuthorizationRequest {
 pub struct IssuedCode {
     pub request: AuthorizationRequest,
     pub psu: String,
+    /// When the customer authenticated (OIDC `auth_time`).
+    pub auth_time: i64,
 }
 
 /// Random, URL-safe, 256 bits.

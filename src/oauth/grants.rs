@@ -10,12 +10,12 @@ use super::authorize::{
     self, IssuedCode, USED_CODE_MEMORY, code_key, pkce_matches, random_token, used_code_key,
 };
 use super::clients::Client;
-use super::token::{MintedToken, TokenService};
+use super::token::{CustomerGrant, MintedToken, TokenService};
 use super::{OAuthError, ScopeSet};
 use crate::clock;
 use crate::resources::consents;
 use crate::state::SharedState;
-use crate::store::{GrantRecord, RefreshLookup, Store, StoreError};
+use crate::store::{ConsentRecord, GrantRecord, RefreshLookup, Store, StoreError};
 use crate::tls::VerifiedClientCert;
 
 /// What the customer grants need from the policy.
@@ -29,8 +29,11 @@ pub struct GrantSettings {
 /// Tokens issued by a customer grant.
 pub struct Issued {
     pub access: MintedToken,
-    /// A new refresh token (always from a code; from a refresh only when rotating).
+    /// A new refresh token (from a code, except for single-payment consents; from a refresh
+    /// only when rotating).
     pub refresh_token: Option<String>,
+    /// OpenID Connect ID token, when `openid` was asked for (code grant only).
+    pub id_token: Option<String>,
     pub consent_id: String,
 }
 
@@ -80,7 +83,11 @@ impl GrantContext<'_> {
         Ok(())
     }
 
-    async fn usable_consent(&self, consent_id: &str, client: &Client) -> Result<(), OAuthError> {
+    async fn usable_consent(
+        &self,
+        consent_id: &str,
+        client: &Client,
+    ) -> Result<ConsentRecord, OAuthError> {
         let consent = self
             .store
             .consent(consent_id)
@@ -89,7 +96,20 @@ impl GrantContext<'_> {
             .filter(|c| c.client_id == client.client_id.as_str())
             .ok_or_else(|| OAuthError::InvalidGrant(format!("consent {consent_id} is unknown")))?;
         consents::usable(&consent, clock::now())
-            .map_err(|e| OAuthError::InvalidGrant(e.to_string()))
+            .map_err(|e| OAuthError::InvalidGrant(e.to_string()))?;
+        Ok(consent)
+    }
+
+    /// The customer a consent's tokens speak for.
+    fn customer(consent: &ConsentRecord) -> Result<CustomerGrant, OAuthError> {
+        let psu = consent.psu.as_deref().ok_or_else(|| {
+            OAuthError::ServerError(format!("consent {} has no customer", consent.consent_id))
+        })?;
+        Ok(CustomerGrant::new(
+            &consent.consent_id,
+            &consent.client_id,
+            psu,
+        ))
     }
 
     fn mint(
@@ -97,7 +117,7 @@ impl GrantContext<'_> {
         client: &Client,
         cert: &VerifiedClientCert,
         scope: &str,
-        consent_id: &str,
+        customer: &CustomerGrant,
         now: i64,
     ) -> Result<MintedToken, OAuthError> {
         let scope = ScopeSet::parse(scope).map_err(OAuthError::ServerError)?;
@@ -105,7 +125,7 @@ impl GrantContext<'_> {
             &client.client_id,
             scope,
             cert,
-            Some(consent_id.to_string()),
+            Some(customer),
             self.settings.access_token_lifetime,
             now,
         )
@@ -182,16 +202,23 @@ impl GrantContext<'_> {
                 "code_verifier does not match the code_challenge (PKCE S256)".into(),
             ));
         }
-        self.usable_consent(&request.consent_id, client).await?;
-        let access = self.mint(client, cert, &request.scope, &request.consent_id, now)?;
+        let consent = self.usable_consent(&request.consent_id, client).await?;
+        let customer = Self::customer(&consent)?;
+        let access = self.mint(client, cert, &request.scope, &customer, now)?;
+        let id_token = if request.scope.split(' ').any(|s| s == "openid") {
+            Some(self.tokens.mint_id_token(
+                &client.client_id,
+                &customer,
+                request.nonce.clone(),
+                issued.auth_time,
+                self.settings.access_token_lifetime,
+                now,
+            )?)
+        } else {
+            None
+        };
         let refresh = random_token()?;
-        let consent_expiry = self
-            .store
-            .consent(&request.consent_id)
-            .await
-            .map_err(store_failed)?
-            .and_then(|c| consents::expires_at(&c))
-            .map(|t| t.unix_timestamp());
+        let consent_expiry = consents::expires_at(&consent).map(|t| t.unix_timestamp());
         let expires_at = consent_expiry.map_or(now + self.settings.refresh_token_lifetime, |e| {
             e.min(now + self.settings.refresh_token_lifetime)
         });
@@ -219,6 +246,7 @@ impl GrantContext<'_> {
         Ok(Issued {
             access,
             refresh_token,
+            id_token,
             consent_id: request.consent_id.clone(),
         })
     }
@@ -277,7 +305,8 @@ impl GrantContext<'_> {
                 "the refresh token has expired".into(),
             ));
         }
-        self.usable_consent(&grant.consent_id, client).await?;
+        let consent = self.usable_consent(&grant.consent_id, client).await?;
+        let customer = Self::customer(&consent)?;
         let refresh_token = if self.settings.rotate_refresh_tokens {
             let new = random_token()?;
             let rotated = self
@@ -295,7 +324,7 @@ impl GrantContext<'_> {
         } else {
             None
         };
-        let access = self.mint(client, cert, &grant.scope, &grant.consent_id, now)?;
+        let access = self.mint(client, cert, &grant.scope, &customer, now)?;
         self.store
             .add_grant_token(&grant.grant_id, &access.jti, now + access.expires_in)
             .await
@@ -303,6 +332,7 @@ impl GrantContext<'_> {
         Ok(Issued {
             access,
             refresh_token,
+            id_token: None,
             consent_id: grant.consent_id,
         })
     }

@@ -140,6 +140,42 @@ impl BoundToken {
     }
 }
 
+/// Who a customer grant's tokens speak for: the consent, and the customer as a pairwise
+/// subject (the same customer looks different to each client; RFC 9068 §2.2 `sub`).
+#[derive(Clone, Debug)]
+pub struct CustomerGrant {
+    pub consent_id: String,
+    pub subject: String,
+}
+
+impl CustomerGrant {
+    pub fn new(consent_id: &str, client_id: &str, psu: &str) -> Self {
+        let input = format!("obgate-sub\u{1f}{client_id}\u{1f}{psu}");
+        let subject = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), input.as_bytes())
+            .map(|d| URL_SAFE_NO_PAD.encode(&d[..16]))
+            .unwrap_or_default();
+        Self {
+            consent_id: consent_id.to_string(),
+            subject,
+        }
+    }
+}
+
+/// OpenID Connect ID token claims (OIDC Core §2), with UK Open Banking's intent id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub auth_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub acr: String,
+    pub openbanking_intent_id: String,
+}
+
 pub struct MintedToken {
     pub access_token: String,
     pub jti: String,
@@ -169,7 +205,7 @@ impl TokenService {
         client_id: &ClientId,
         scope: ScopeSet,
         cert: &VerifiedClientCert,
-        consent_id: Option<String>,
+        customer: Option<&CustomerGrant>,
         lifetime: i64,
         now: i64,
     ) -> Result<MintedToken, OAuthError> {
@@ -177,7 +213,7 @@ impl TokenService {
         let jti = uuid::Uuid::new_v4().simple().to_string();
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
-            sub: client_id.to_string(),
+            sub: customer.map_or_else(|| client_id.to_string(), |c| c.subject.clone()),
             aud: self.audience.clone(),
             client_id: client_id.to_string(),
             scope: scope.to_string(),
@@ -188,7 +224,7 @@ impl TokenService {
             cnf: Confirmation {
                 x5t_s256: cert.thumbprint_b64().to_string(),
             },
-            consent_id,
+            consent_id: customer.map(|c| c.consent_id.clone()),
         };
         let mut header = Header::new(key.alg.jwt());
         header.typ = Some(ACCESS_TOKEN_TYP.into());
@@ -201,6 +237,35 @@ impl TokenService {
             expires_in: lifetime,
             scope,
         })
+    }
+
+    /// An ID token for the client (`aud`), signed with the same key as access tokens.
+    pub fn mint_id_token(
+        &self,
+        client_id: &ClientId,
+        customer: &CustomerGrant,
+        nonce: Option<String>,
+        auth_time: i64,
+        lifetime: i64,
+        now: i64,
+    ) -> Result<String, OAuthError> {
+        let key = self.keys.active();
+        let claims = IdTokenClaims {
+            iss: self.issuer.clone(),
+            sub: customer.subject.clone(),
+            aud: client_id.to_string(),
+            iat: now,
+            exp: now + lifetime,
+            auth_time,
+            nonce,
+            acr: "urn:openbanking:psd2:sca".into(),
+            openbanking_intent_id: customer.consent_id.clone(),
+        };
+        let mut header = Header::new(key.alg.jwt());
+        header.typ = Some("JWT".into());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| OAuthError::ServerError(format!("ID token signing failed: {e}")))
     }
 
     /// Signature, `typ`, `iss`, `aud`, `exp`, `nbf` and revocation; no certificate binding.

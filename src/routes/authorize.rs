@@ -37,27 +37,65 @@ const SESSION_LIFETIME: i64 = 600;
 struct Session {
     csrf: String,
     psu: Option<String>,
+    /// When the customer signed in (OIDC `auth_time`).
+    #[serde(default)]
+    signed_in_at: i64,
     /// The authorization request being decided, taken from its `request_uri`.
     request: Option<AuthorizationRequest>,
 }
 
 /// What went wrong, as the customer sees it (never a redirect: the redirect URI may not be
 /// trusted yet).
-struct PageError(StatusCode, &'static str, String);
+struct PageError {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+    /// Set once the pushed request is known: the client hears of the failure instead.
+    redirect: Option<String>,
+}
+
+fn page_error(status: StatusCode, reason: &'static str, message: String) -> PageError {
+    PageError {
+        status,
+        reason,
+        message,
+        redirect: None,
+    }
+}
+
+impl PageError {
+    /// Once the pushed request is resolved, its redirect URI is trusted (checked at /par), so a
+    /// dead end for the customer becomes an OAuth error for the client (RFC 6749 §4.1.2.1),
+    /// with `state` and `iss`. Temporary failures stay pages: the customer may retry.
+    fn for_client(self, request: &AuthorizationRequest, issuer: &str) -> Self {
+        if self.status.is_server_error() {
+            return self;
+        }
+        let code = match self.reason {
+            "no_eligible_account" | "account_not_requested" => "access_denied",
+            _ => "invalid_request",
+        };
+        let redirect = Some(redirect_to(request, issuer, Err((code, &self.message))));
+        Self { redirect, ..self }
+    }
+}
 
 type PageResult = Result<HttpResponse, PageError>;
 
 impl From<PageError> for HttpResponse {
     fn from(e: PageError) -> Self {
-        let mut res = pages::error(e.0, &e.2);
-        res.extensions_mut().insert(AuditNote::denied(e.1));
+        let mut res = match &e.redirect {
+            Some(location) => see_other(location),
+            None => pages::error(e.status, &e.message),
+        };
+        res.extensions_mut().insert(AuditNote::denied(e.reason));
         res
     }
 }
 
 fn broken(e: impl std::fmt::Display) -> PageError {
     tracing::error!(error = %e, "customer page failed");
-    PageError(
+    page_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "internal_error",
         "The bank could not complete this step. Please try again shortly.".into(),
@@ -65,7 +103,7 @@ fn broken(e: impl std::fmt::Display) -> PageError {
 }
 
 fn bad(reason: &'static str, msg: &str) -> PageError {
-    PageError(StatusCode::BAD_REQUEST, reason, msg.to_string())
+    page_error(StatusCode::BAD_REQUEST, reason, msg.to_string())
 }
 
 fn session_key(id: &str) -> String {
@@ -138,7 +176,7 @@ async fn checked_session(
     fields: &[(String, String)],
 ) -> Result<(String, Session), PageError> {
     let (id, session) = load_session(req, state).await?.ok_or_else(|| {
-        PageError(
+        page_error(
             StatusCode::BAD_REQUEST,
             "session_expired",
             "Your session has expired. Go back to the app and start again.".into(),
@@ -148,7 +186,7 @@ async fn checked_session(
     if !openssl::memcmp::eq(digest(sent).as_bytes(), digest(&session.csrf).as_bytes())
         || sent.is_empty()
     {
-        return Err(PageError(
+        return Err(page_error(
             StatusCode::FORBIDDEN,
             "csrf_failed",
             "This form was not sent from this bank's page (CSRF check failed).".into(),
@@ -239,6 +277,7 @@ async fn start(
         &Session {
             csrf: csrf.clone(),
             psu: None,
+            signed_in_at: 0,
             request: Some(request),
         },
     )
@@ -308,7 +347,10 @@ async fn login_step(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
         SignIn::Refused(res) => Ok(res),
         SignIn::Accepted(accepted) => {
             let (session, cookie) = *accepted;
-            let mut res = consent_page(state, &session, &request, None).await?;
+            let issuer = &state.settings.server.public_url;
+            let mut res = consent_page(state, &session, &request, None)
+                .await
+                .map_err(|e| e.for_client(&request, issuer))?;
             res.add_cookie(&cookie).map_err(broken)?;
             Ok(res)
         }
@@ -390,6 +432,7 @@ async fn sign_in(
     state.state.delete(&failures_key).await.map_err(broken)?;
     state.state.delete(&session_key(id)).await.map_err(broken)?;
     session.psu = Some(username.to_string());
+    session.signed_in_at = now;
     session.csrf = random_token().map_err(broken)?;
     let (_, cookie) = new_session(state, &session).await?;
     Ok(SignIn::Accepted(Box::new((session, cookie))))
@@ -624,8 +667,10 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
         .clone()
         .ok_or_else(|| bad("not_signed_in", "Sign in before deciding."))?;
     remember(req, |ctx| ctx.psu = Some(psu.clone()));
-    let consent = pending_consent(state, &request).await?;
     let issuer = &state.settings.server.public_url;
+    let consent = pending_consent(state, &request)
+        .await
+        .map_err(|e| e.for_client(&request, issuer))?;
     let stamp = clock::ob_datetime(clock::now());
     match field(&fields, "decision") {
         Some("deny") => {
@@ -703,7 +748,8 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                 return Err(bad(
                     "consent_already_decided",
                     "This request has already been decided.",
-                ));
+                )
+                .for_client(&request, issuer));
             }
             let now = clock::now().unix_timestamp();
             let code = issue_code(
@@ -711,6 +757,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                 &IssuedCode {
                     request: request.clone(),
                     psu,
+                    auth_time: session.signed_in_at,
                 },
                 now,
             )
@@ -759,6 +806,7 @@ async fn show_apps(req: &HttpRequest, state: &AppState) -> PageResult {
         &Session {
             csrf: csrf.clone(),
             psu: None,
+            signed_in_at: 0,
             request: None,
         },
     )
@@ -869,7 +917,7 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
         .map_err(broken)?
         .filter(|c| c.psu.as_deref() == Some(psu.as_str()) && c.kind != "domestic-payment")
         .ok_or_else(|| {
-            PageError(
+            page_error(
                 StatusCode::FORBIDDEN,
                 "consent_not_the_customers",
                 "That is not one of your connected apps.".into(),

@@ -58,6 +58,9 @@ pub struct TokenResponse {
     /// The consent the token acts for (customer grants).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consent_id: Option<String>,
+    /// OpenID Connect ID token (code grant with `openid`): `openbanking_intent_id`, `nonce`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// RFC 9126 §2.2 pushed authorization response.
@@ -248,7 +251,7 @@ pub async fn token(
     let (client, cert) = authenticate(&req, &state, text("client_id")).await?;
     let policy = state.policy.load();
     let now = clock::now().unix_timestamp();
-    let (minted, refresh_token, consent_id) = if grant_type == "client_credentials" {
+    let (minted, refresh_token, id_token, consent_id) = if grant_type == "client_credentials" {
         let scope = client_credentials_scope(text("scope"), &policy.scopes_for(&client.roles))?;
         let minted = state.tokens.mint(
             &client.client_id,
@@ -258,7 +261,7 @@ pub async fn token(
             policy.access_token_lifetime(),
             now,
         )?;
-        (minted, None, None)
+        (minted, None, None, None)
     } else {
         let grants = GrantContext {
             store: &state.store,
@@ -281,7 +284,12 @@ pub async fn token(
             }
         })?;
         remember(&req, |ctx| ctx.consent_id = Some(issued.consent_id.clone()));
-        (issued.access, issued.refresh_token, Some(issued.consent_id))
+        (
+            issued.access,
+            issued.refresh_token,
+            issued.id_token,
+            Some(issued.consent_id),
+        )
     };
     state
         .metrics
@@ -299,6 +307,7 @@ pub async fn token(
             scope: minted.scope.to_string(),
             refresh_token,
             consent_id,
+            id_token,
         }))
 }
 
@@ -428,11 +437,24 @@ pub async fn introspect(
         .token
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
     let now = clock::now().unix_timestamp();
-    let body = match state.tokens.verify_unbound(&raw, &state.state, now).await {
+    let verified = state.tokens.verify_unbound(&raw, &state.state, now).await;
+    // A token whose consent was withdrawn or has expired is no longer active (RFC 7662 §2.2).
+    let consent_live = match &verified {
+        Ok(claims) => match &claims.consent_id {
+            Some(id) => state.store.consent(id).await?.is_some_and(|c| {
+                consents::usable(&c, clock::now()).is_ok()
+                    || (c.kind == "domestic-payment" && c.status == consents::CONSUMED)
+            }),
+            None => true,
+        },
+        Err(_) => false,
+    };
+    let body = match verified {
         Ok(claims)
-            if caller
-                .as_ref()
-                .is_none_or(|c| claims.client_id == c.client_id.as_str()) =>
+            if consent_live
+                && caller
+                    .as_ref()
+                    .is_none_or(|c| claims.client_id == c.client_id.as_str()) =>
         {
             remember(&req, |ctx| ctx.token_jti = Some(claims.jti.clone()));
             IntrospectionResponse {
@@ -451,7 +473,7 @@ pub async fn introspect(
                 consent_id: claims.consent_id,
             }
         }
-        Ok(claims) => {
+        Ok(claims) if consent_live => {
             remember(&req, |ctx| ctx.token_jti = Some(claims.jti.clone()));
             let mut res = json_no_store(&IntrospectionResponse::inactive());
             res.extensions_mut().insert(AuditNote {
@@ -460,7 +482,7 @@ pub async fn introspect(
             });
             return Ok(res);
         }
-        Err(_) => IntrospectionResponse::inactive(),
+        _ => IntrospectionResponse::inactive(),
     };
     Ok(json_no_store(&body))
 }

@@ -632,7 +632,7 @@ async fn funds_confirmation_answers_yes_or_no_for_the_consented_account() -> Tes
         .post_json(&tokens.access_token, FUNDS, None, &ask("99999999.00"))
         .await?;
     assert_eq!(no["Data"]["FundsAvailable"], json!(false));
-    // Bob does not hold that account: he is offered nothing to approve.
+    // Bob does not hold that account: the app is told the customer cannot approve it.
     let consent = tpp
         .consent(FUNDS_CONSENTS, "fundsconfirmations", &body)
         .await?;
@@ -647,7 +647,14 @@ async fn funds_confirmation_answers_yes_or_no_for_the_consented_account() -> Tes
             &[("csrf", &csrf), ("username", "bob"), ("password", &pw)],
         )
         .await?;
-    assert_eq!(page.status, 400, "{}", page.body);
+    assert_eq!(page.status, 303, "{}", page.body);
+    let back = page.location.ok_or("no redirect")?;
+    assert!(back.starts_with(&redirect_uri("tpp-a")), "{back}");
+    assert_eq!(
+        query_param(&back, "error").as_deref(),
+        Some("access_denied")
+    );
+    assert_eq!(query_param(&back, "state"), Some(flow.state.clone()));
     Ok(())
 }
 
@@ -686,6 +693,7 @@ async fn code_for(tpp: &Tpp<'_>, consent: &str) -> Res<String> {
             ("code_challenge", CHALLENGE),
             ("code_challenge_method", "S256"),
             ("claims", &claims),
+            ("nonce", "n-0S6_WzA2Mj"),
         ],
     )
     .await?;
@@ -793,6 +801,18 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_was_exchanged_for() -> T
     let redirect = redirect_uri("tpp-a");
     let (status, first) = exchange(&tpp, "tpp-a", &code, &redirect, Some(VERIFIER)).await?;
     assert_eq!(status, 200, "{first}");
+    // OpenID Connect: an ID token for the client, carrying the intent id and our nonce, with a
+    // pairwise subject shared by the access token.
+    let id_token = claims_of(first["id_token"].as_str().ok_or("no id_token")?)?;
+    assert_eq!(id_token["aud"], json!("tpp-a"));
+    assert_eq!(id_token["openbanking_intent_id"], json!(consent));
+    assert_eq!(id_token["nonce"], json!("n-0S6_WzA2Mj"));
+    let at = claims_of(first["access_token"].as_str().ok_or("no token")?)?;
+    assert_eq!(at["sub"], id_token["sub"]);
+    assert!(
+        at["sub"] != json!("alice") && at["sub"] != json!("tpp-a"),
+        "{at}"
+    );
     let access = first["access_token"].as_str().ok_or("no token")?;
     let refresh = first["refresh_token"].as_str().ok_or("no refresh")?;
     assert_eq!(tpp.get(access, ACCOUNTS).await?.0, 200);
@@ -1101,6 +1121,53 @@ async fn a_refresh_token_is_refused_from_another_client_or_certificate() -> Test
         ])
         .await?;
     assert_eq!(status, 200, "still good for its own client: {body}");
+    let access = body["access_token"].as_str().ok_or("no token")?.to_string();
+
+    // RFC 7009: revoking the refresh token ends the grant and its access tokens.
+    let revoke = |client: &'static str, t: String| {
+        let http = if client == "tpp-a" {
+            a.http.clone()
+        } else {
+            b.http.clone()
+        };
+        let url = format!("{}/revoke", app.mtls);
+        async move {
+            let res = http
+                .post(url)
+                .form(&[
+                    ("client_id", client),
+                    ("token", t.as_str()),
+                    ("token_type_hint", "refresh_token"),
+                ])
+                .send()
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(res.status().as_u16())
+        }
+    };
+    assert_eq!(
+        revoke("tpp-b", refresh.clone()).await?,
+        400,
+        "another client's refresh token"
+    );
+    assert_eq!(a.get(&access, ACCOUNTS).await?.0, 200);
+    assert_eq!(revoke("tpp-a", refresh.clone()).await?, 200);
+    let (status, body) = a
+        .token_form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "tpp-a"),
+            ("refresh_token", &refresh),
+        ])
+        .await?;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(
+        a.get(&access, ACCOUNTS).await?.0,
+        401,
+        "its access tokens are revoked too"
+    );
     Ok(())
 }
 
@@ -1164,6 +1231,24 @@ async fn a_customer_withdraws_access_on_the_connected_apps_page() -> TestResult 
     let a = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
     let (tokens, _) = ais_tokens(&a).await?;
     assert_eq!(a.get(&tokens.access_token, ACCOUNTS).await?.0, 200);
+    let introspect = || {
+        let http = a.http.clone();
+        let url = format!("{}/introspect", app.mtls);
+        let token = tokens.access_token.clone();
+        async move {
+            let v: Value = http
+                .post(url)
+                .form(&[("client_id", "tpp-a"), ("token", token.as_str())])
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(v)
+        }
+    };
+    let active = introspect().await?;
+    assert_eq!(active["active"], json!(true));
+    assert_eq!(active["consent_id"], json!(tokens.consent_id));
 
     let mut b = Browser::new(&app)?;
     let login = b.get("/connected-apps").await?;
@@ -1199,6 +1284,11 @@ async fn a_customer_withdraws_access_on_the_connected_apps_page() -> TestResult 
     assert_eq!(
         err["Errors"][0]["ErrorCode"],
         json!("UK.OBIE.Resource.InvalidConsentStatus")
+    );
+    assert_eq!(
+        introspect().await?,
+        json!({"active": false}),
+        "its consent is withdrawn"
     );
     Ok(())
 }
