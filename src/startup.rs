@@ -107,9 +107,13 @@ impl Application {
         refresh_self_signed(&store, &tls).await?;
         tokio::spawn(keep_self_signed_fresh(store.clone(), Arc::downgrade(&tls)));
 
-        let metadata =
-            metadata::document(&settings.server.public_url, &settings.server.mtls_url, alg)
-                .to_string();
+        let metadata = metadata::document(
+            &settings.server.public_url,
+            &settings.server.mtls_url,
+            alg,
+            policy.require_signed_request_object(),
+        )
+        .to_string();
         let jwks = keys.jwks().to_string();
         let upstream_http = reqwest::Client::builder()
             .tls_backend_native()

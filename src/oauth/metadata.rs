@@ -6,7 +6,13 @@ use serde_json::{Value, json};
 use super::Scope;
 use super::keys::SigningAlg;
 
-pub fn document(public_url: &str, mtls_url: &str, alg: SigningAlg) -> Value {
+/// `require_signed_request_object` is the policy's setting at start (RFC 9101 §10.5).
+pub fn document(
+    public_url: &str,
+    mtls_url: &str,
+    alg: SigningAlg,
+    require_signed_request_object: bool,
+) -> Value {
     let token = format!("{mtls_url}/token");
     let introspection = format!("{mtls_url}/introspect");
     let revocation = format!("{mtls_url}/revoke");
@@ -34,6 +40,7 @@ pub fn document(public_url: &str, mtls_url: &str, alg: SigningAlg) -> Value {
         "authorization_response_iss_parameter_supported": true,
         "request_object_signing_alg_values_supported": ["ES256", "PS256"],
         "claims_parameter_supported": true,
+        "require_signed_request_object": require_signed_request_object,
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": [alg.as_str()],
         "acr_values_supported": ["urn:openbanking:psd2:sca"],

@@ -1420,6 +1420,19 @@ async fn signed_request_objects_are_verified_against_the_clients_keys() -> TestR
         )
     }))
     .await?;
+    let meta: Value = app
+        .anonymous()?
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.public
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(meta["require_signed_request_object"], json!(true));
+    assert_eq!(meta["require_pushed_authorization_requests"], json!(true));
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
     let (key, jwks) = client_key()?;
     let jwks_file = app.path("tpp-a-jwks.json");
     std::fs::write(&jwks_file, jwks.to_string())?;
