@@ -198,6 +198,16 @@ impl<'a> Tpp<'a> {
         Ok((status, res.json().await.unwrap_or(Value::Null)))
     }
 
+    /// A `refresh_token` grant over this TPP's certificate, naming `client_id`.
+    pub async fn refresh(&self, client_id: &str, refresh_token: &str) -> Res<(u16, Value)> {
+        self.token_form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
     /// A raw `/token` call with this TPP's certificate.
     pub async fn token_form(&self, form: &[(&str, &str)]) -> Res<(u16, Value)> {
         let res = self
@@ -391,13 +401,7 @@ async fn a_full_account_information_journey_shares_only_what_the_customer_chose(
 
     // A refresh token works (not rotated by default), from the same client and certificate.
     let refresh = tokens.refresh_token.clone().ok_or("no refresh token")?;
-    let (status, body) = tpp
-        .token_form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tpp-a"),
-            ("refresh_token", &refresh),
-        ])
-        .await?;
+    let (status, body) = tpp.refresh("tpp-a", &refresh).await?;
     assert_eq!(status, 200, "{body}");
     assert!(
         body.get("refresh_token").is_none(),
@@ -426,13 +430,7 @@ async fn a_full_account_information_journey_shares_only_what_the_customer_chose(
             "{err}"
         );
     }
-    let (status, body) = tpp
-        .token_form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tpp-a"),
-            ("refresh_token", &refresh),
-        ])
-        .await?;
+    let (status, body) = tpp.refresh("tpp-a", &refresh).await?;
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant")),
@@ -825,13 +823,7 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_was_exchanged_for() -> T
     );
     let (status, err) = tpp.get(access, ACCOUNTS).await?;
     assert_eq!(status, 401, "the first token is revoked: {err}");
-    let (status, body) = tpp
-        .token_form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tpp-a"),
-            ("refresh_token", refresh),
-        ])
-        .await?;
+    let (status, body) = tpp.refresh("tpp-a", refresh).await?;
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant")),
@@ -1089,37 +1081,19 @@ async fn a_refresh_token_is_refused_from_another_client_or_certificate() -> Test
     let b = Tpp::new(&app, &app.tpp_b, "tpp-b")?;
     let (tokens, _) = ais_tokens(&a).await?;
     let refresh = tokens.refresh_token.ok_or("no refresh token")?;
-    let (status, body) = b
-        .token_form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tpp-b"),
-            ("refresh_token", &refresh),
-        ])
-        .await?;
+    let (status, body) = b.refresh("tpp-b", &refresh).await?;
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant")),
         "{body}"
     );
-    let (status, body) = b
-        .token_form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tpp-a"),
-            ("refresh_token", &refresh),
-        ])
-        .await?;
+    let (status, body) = b.refresh("tpp-a", &refresh).await?;
     assert_eq!(
         (status, body["error"].clone()),
         (401, json!("invalid_client")),
         "{body}"
     );
-    let (status, body) = a
-        .token_form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tpp-a"),
-            ("refresh_token", &refresh),
-        ])
-        .await?;
+    let (status, body) = a.refresh("tpp-a", &refresh).await?;
     assert_eq!(status, 200, "still good for its own client: {body}");
     let access = body["access_token"].as_str().ok_or("no token")?.to_string();
 
@@ -1151,13 +1125,7 @@ async fn a_refresh_token_is_refused_from_another_client_or_certificate() -> Test
     );
     assert_eq!(a.get(&access, ACCOUNTS).await?.0, 200);
     assert_eq!(revoke("tpp-a", refresh.clone()).await?, 200);
-    let (status, body) = a
-        .token_form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tpp-a"),
-            ("refresh_token", &refresh),
-        ])
-        .await?;
+    let (status, body) = a.refresh("tpp-a", &refresh).await?;
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant")),
@@ -1183,18 +1151,7 @@ async fn with_rotation_on_reusing_a_rotated_out_refresh_token_revokes_the_family
     let a = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
     let (tokens, _) = ais_tokens(&a).await?;
     let old = tokens.refresh_token.ok_or("no refresh token")?;
-    let refresh = |t: String| {
-        let a = &a;
-        async move {
-            a.token_form(&[
-                ("grant_type", "refresh_token"),
-                ("client_id", "tpp-a"),
-                ("refresh_token", &t),
-            ])
-            .await
-        }
-    };
-    let (status, body) = refresh(old.clone()).await?;
+    let (status, body) = a.refresh("tpp-a", &old).await?;
     assert_eq!(status, 200, "{body}");
     let new = body["refresh_token"]
         .as_str()
@@ -1203,13 +1160,13 @@ async fn with_rotation_on_reusing_a_rotated_out_refresh_token_revokes_the_family
     let access = body["access_token"].as_str().ok_or("no token")?.to_string();
     assert_eq!(a.get(&access, ACCOUNTS).await?.0, 200);
 
-    let (status, body) = refresh(old).await?;
+    let (status, body) = a.refresh("tpp-a", &old).await?;
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant")),
         "{body}"
     );
-    let (status, body) = refresh(new).await?;
+    let (status, body) = a.refresh("tpp-a", &new).await?;
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant")),
@@ -1317,13 +1274,7 @@ async fn an_expired_consent_backs_nothing() -> TestResult {
         "{err}"
     );
     let refresh = tokens.refresh_token.ok_or("no refresh token")?;
-    let (status, _) = a
-        .token_form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tpp-a"),
-            ("refresh_token", &refresh),
-        ])
-        .await?;
+    let (status, _) = a.refresh("tpp-a", &refresh).await?;
     assert_eq!(status, 400);
     Ok(())
 }
