@@ -118,14 +118,13 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer on the current runtime, continuing the chain where the store ends.
+    /// Starts the writer on the current runtime; each batch continues the chain from the head
+    /// stored in the database.
     pub async fn start(store: Store, written: IntCounter) -> Result<Self, AuditError> {
-        let head = store
-            .audit_head()
-            .await?
-            .unwrap_or((0, GENESIS.to_string()));
+        // Fail at start, not at the first request, if the log cannot be read.
+        store.audit_head().await?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(store, rx, head, written));
+        tokio::spawn(writer(store, rx, written));
         Ok(Self { tx })
     }
 
@@ -158,7 +157,6 @@ impl AuditLog {
 async fn writer(
     store: Store,
     mut rx: mpsc::Receiver<(AuditEvent, Option<Reply>)>,
-    mut head: (i64, String),
     written: IntCounter,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
@@ -170,51 +168,39 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let (mut seq, mut prev) = head.clone();
-        let mut records = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
-        let mut encode_error = None;
-        for (event, reply) in jobs.drain(..) {
-            seq += 1;
-            match event.into_record(seq, prev.clone()) {
-                Ok(record) => {
+        let (events, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
+        // The chain continues from the head stored in the database, read under its write lock:
+        // other instances may have appended since this one last wrote.
+        let chained = store
+            .append_audit_chained(|mut seq, mut prev| {
+                let mut records = Vec::with_capacity(events.len());
+                for event in events {
+                    seq += 1;
+                    let record = event.into_record(seq, prev)?;
                     prev = record.hash.clone();
                     records.push(record);
-                    replies.push((seq, reply));
                 }
-                Err(e) => {
-                    encode_error = Some(e.to_string());
-                    replies.push((seq, reply));
-                }
-            }
-        }
-        let result = match encode_error {
-            Some(e) => Err(e),
-            None => store
-                .append_audit(&records)
-                .await
-                .map_err(|e| e.to_string()),
+                Ok::<_, AuditError>(records)
+            })
+            .await;
+        let result = match chained {
+            Ok(Ok(records)) => Ok(records),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(()) => {
-                head = (seq, prev);
+            Ok(records) => {
                 written.inc_by(records.len() as u64);
-                for (seq, reply) in replies {
+                for (record, reply) in records.iter().zip(replies) {
                     if let Some(reply) = reply {
-                        let _ = reply.send(Ok(seq));
+                        let _ = reply.send(Ok(record.seq));
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, events = replies.len(), "audit commit failed");
-                // The batch was one transaction; continue the chain from what is stored.
-                if let Ok(Some(stored)) = store.audit_head().await {
-                    head = stored;
-                }
-                for (_, reply) in replies {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(e.clone()));
-                    }
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

@@ -91,6 +91,9 @@ pub enum ResourceError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Shared state is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ResourceError {

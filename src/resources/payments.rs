@@ -272,9 +272,7 @@ pub async fn claim_for_upstream(
     let hash = fingerprint(&value);
     let consent_id = value["Data"]["ConsentId"].as_str().unwrap_or_default();
     same_consent(consent_id, consent)?;
-    let unavailable = |e: crate::state::StateError| {
-        ResourceError::Store(StoreError::Corrupt(format!("shared state: {e}")))
-    };
+    let unavailable = |e: crate::state::StateError| ResourceError::Unavailable(e.to_string());
     let key = format!("upstream-payment:{client_id}:{idempotency_key}");
     let ts = now.unix_timestamp();
     if let Some(seen) = state.get(&key, ts).await.map_err(unavailable)? {

@@ -56,6 +56,9 @@ pub enum ApiError {
     /// The body is over the route's limit: 413, unread.
     #[error("{0}")]
     TooLarge(String),
+    /// A backend the request needs (shared state) is unreachable: 503, nothing served.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something of ours failed; the cause is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -96,6 +99,7 @@ impl ApiError {
             Self::Forbidden(d) => d.reason(),
             Self::ConsentRefused { reason, .. } => reason,
             Self::Upstream(_) => "upstream_failed",
+            Self::Unavailable(_) => "state_unavailable",
             Self::BadRequest { reason, .. } => reason,
             Self::NotFound(_) => "not_found",
             Self::TooLarge(_) => "body_too_large",
@@ -112,6 +116,9 @@ impl From<OAuthError> for ApiError {
 
 impl From<TokenRejection> for ApiError {
     fn from(e: TokenRejection) -> Self {
+        if e == TokenRejection::StateUnavailable {
+            return Self::Unavailable(e.to_string());
+        }
         Self::InvalidToken {
             reason: e.reason(),
             description: e.to_string(),
@@ -162,6 +169,7 @@ impl From<ResourceError> for ApiError {
                 message,
             },
             ResourceError::Store(s) => s.into(),
+            ResourceError::Unavailable(m) => Self::Unavailable(m),
         }
     }
 }
@@ -203,6 +211,7 @@ impl ResponseError for ApiError {
             Self::NoToken(_) | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::ConsentRefused { .. } => StatusCode::FORBIDDEN,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -280,6 +289,19 @@ impl ResponseError for ApiError {
                         status,
                         codes::UNEXPECTED,
                         "the bank's core system did not answer; try again later",
+                        None,
+                    ),
+                    None,
+                )
+            }
+            Self::Unavailable(cause) => {
+                tracing::error!(%cause, "a backend is unavailable");
+                res.insert_header((header::RETRY_AFTER, "1"));
+                (
+                    ob_body(
+                        status,
+                        codes::UNEXPECTED,
+                        "the gateway's shared state is unavailable; nothing was served, retry shortly",
                         None,
                     ),
                     None,

@@ -4,11 +4,14 @@
 //! process (the embedded default); a Redis backend shares it across instances.
 
 pub mod memory;
+pub mod redis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("unsupported state url {0:?}: use memory://")]
+    #[error("unsupported state url {0:?}: use memory:// or redis://HOST:PORT")]
     UnsupportedUrl(String),
+    #[error("shared state (Redis) is unreachable: {0}")]
+    Unavailable(String),
     #[error(
         "shared state is full ({} live entries); refusing new ones",
         memory::MAX_ENTRIES
@@ -25,12 +28,14 @@ impl From<memory::Full> for StateError {
 /// The state backend chosen by `state.url`.
 pub enum SharedState {
     Memory(memory::MemoryState),
+    Redis(redis::RedisState),
 }
 
 impl SharedState {
     pub fn connect(url: &str) -> Result<Self, StateError> {
         match url {
             "memory://" | "memory:" => Ok(Self::Memory(memory::MemoryState::default())),
+            redis if redis.starts_with("redis://") => Ok(Self::Redis(redis::RedisState::connect(redis)?)),
             other => Err(StateError::UnsupportedUrl(crate::config::redact_url(other))),
         }
     }
@@ -42,12 +47,14 @@ impl SharedState {
                 m.revoke(jti, expires_at, now);
                 Ok(())
             }
+            Self::Redis(r) => r.revoke(jti, expires_at, now).await,
         }
     }
 
     pub async fn is_revoked(&self, jti: &str) -> Result<bool, StateError> {
         match self {
             Self::Memory(m) => Ok(m.is_revoked(jti)),
+            Self::Redis(r) => r.is_revoked(jti).await,
         }
     }
 
@@ -61,6 +68,7 @@ impl SharedState {
     ) -> Result<bool, StateError> {
         match self {
             Self::Memory(m) => Ok(m.put_new(key, value, expires_at, now)?),
+            Self::Redis(r) => r.put_new(key, value, expires_at, now).await,
         }
     }
 
@@ -74,12 +82,14 @@ impl SharedState {
     ) -> Result<(), StateError> {
         match self {
             Self::Memory(m) => Ok(m.put(key, value, expires_at, now)?),
+            Self::Redis(r) => r.put(key, value, expires_at, now).await,
         }
     }
 
     pub async fn get(&self, key: &str, now: i64) -> Result<Option<String>, StateError> {
         match self {
             Self::Memory(m) => Ok(m.get(key, now)),
+            Self::Redis(r) => r.get(key).await,
         }
     }
 
@@ -87,6 +97,7 @@ impl SharedState {
     pub async fn take(&self, key: &str, now: i64) -> Result<Option<String>, StateError> {
         match self {
             Self::Memory(m) => Ok(m.take(key, now)),
+            Self::Redis(r) => r.take(key).await,
         }
     }
 
@@ -96,12 +107,14 @@ impl SharedState {
                 m.delete(key);
                 Ok(())
             }
+            Self::Redis(r) => r.delete(key).await,
         }
     }
 
     pub async fn ping(&self) -> Result<(), StateError> {
         match self {
             Self::Memory(_) => Ok(()),
+            Self::Redis(r) => r.ping().await,
         }
     }
 }

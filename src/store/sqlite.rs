@@ -817,18 +817,34 @@ impl SqliteStore {
 
     // ---- audit log ----
 
-    /// Appends a batch of chained events as one statement (one implicit transaction): all or
-    /// nothing, in a single round trip to the database thread.
-    pub async fn append_audit(&self, batch: &[AuditRecord]) -> Result<(), StoreError> {
+    /// Appends a batch of events to the chain in one write transaction: the head is read under
+    /// the database's write lock (`BEGIN IMMEDIATE`), so several processes writing to one file
+    /// keep one unbroken chain. `chain` turns the head `(seq, hash)` into the batch's records.
+    pub async fn append_audit_chained<E>(
+        &self,
+        chain: impl FnOnce(i64, String) -> Result<Vec<AuditRecord>, E>,
+    ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (seq, prev) = match head {
+            Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
+            None => (0, crate::audit::GENESIS.to_string()),
+        };
+        let batch = match chain(seq, prev) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Ok(batch));
         }
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO audit_events (seq, ts, interaction_id, peer_ip, client_id, \
              cert_thumbprint, cert_subject, cert_serial, method, route, status, outcome, reason, \
              token_jti, consent_id, psu, latency_us, prev_hash, hash) ",
         );
-        insert.push_values(batch, |mut row, e| {
+        insert.push_values(&batch, |mut row, e| {
             row.push_bind(e.seq)
                 .push_bind(&e.ts)
                 .push_bind(&e.interaction_id)
@@ -849,8 +865,9 @@ impl SqliteStore {
                 .push_bind(&e.prev_hash)
                 .push_bind(&e.hash);
         });
-        insert.build().execute(&self.pool).await?;
-        Ok(())
+        insert.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Ok(batch))
     }
 
     /// The newest event's `(seq, hash)`, where the chain continues.

@@ -274,6 +274,9 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
     settings.tls.client_ca = vec![pki_dir.join("ca.pem")];
     settings.tls.operator_ca = vec![pki_dir.join("ca.pem")];
     settings.policy.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    if let Some(redis) = redis_url() {
+        settings.state.url = redis_with_prefix(&redis);
+    }
     customise(&mut settings);
 
     let store = Store::connect(&settings.database.url).await?;
@@ -361,11 +364,39 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         if let Ok(r) = health.get(format!("{}/healthz", test_app.ops)).send().await
             && r.status() == 200
         {
+            let ready = health.get(format!("{}/readyz", test_app.ops)).send().await?;
+            if ready.status() != 200 {
+                return Err(format!(
+                    "the gateway is up but not ready (is {} reachable?): {}",
+                    redis_url().unwrap_or_else(|| test_app.settings.state.url.clone()),
+                    ready.text().await?
+                )
+                .into());
+            }
             return Ok(test_app);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err("server did not become healthy".into())
+}
+
+/// The Redis the suite runs against, when `TEST_REDIS_URL` is set (CI sets it); without
+/// it the suite runs on in-process state.
+pub fn redis_url() -> Option<String> {
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A Redis URL whose keys no other test (or earlier run) shares.
+pub fn redis_with_prefix(url: &str) -> String {
+    let mut b = [0u8; 8];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{sep}key_prefix=obgate-test-{}:",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
 }
 
 /// An app that also trusts a second CA, for TPPs only (not an operator anchor); returns that CA.
