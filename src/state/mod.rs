@@ -35,7 +35,9 @@ impl SharedState {
     pub fn connect(url: &str) -> Result<Self, StateError> {
         match url {
             "memory://" | "memory:" => Ok(Self::Memory(memory::MemoryState::default())),
-            redis if redis.starts_with("redis://") => Ok(Self::Redis(redis::RedisState::connect(redis)?)),
+            redis if redis.starts_with("redis://") => {
+                Ok(Self::Redis(redis::RedisState::connect(redis)?))
+            }
             other => Err(StateError::UnsupportedUrl(crate::config::redact_url(other))),
         }
     }

@@ -104,12 +104,21 @@ impl RedisState {
         Ok(self.run::<Option<String>>(&cmd).await?.is_some())
     }
 
-    pub async fn put(&self, key: &str, value: &str, expires_at: i64, now: i64) -> Result<(), StateError> {
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StateError> {
         if expires_at <= now {
             return self.delete(key).await;
         }
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(key)).arg(value).arg("EXAT").arg(expires_at);
+        cmd.arg(self.key(key))
+            .arg(value)
+            .arg("EXAT")
+            .arg(expires_at);
         self.run::<()>(&cmd).await
     }
 

@@ -115,6 +115,9 @@ pub struct Tpp<'a> {
     pub cert: &'a CertFiles,
     pub id: &'a str,
     pub http: reqwest::Client,
+    /// The instance this TPP talks to (the app's own, unless `at` says otherwise).
+    pub mtls: String,
+    pub public: String,
 }
 
 impl<'a> Tpp<'a> {
@@ -124,14 +127,28 @@ impl<'a> Tpp<'a> {
             cert,
             id,
             http: app.client(cert)?,
+            mtls: app.mtls.clone(),
+            public: app.public.clone(),
         })
+    }
+
+    /// The same TPP, calling another instance of the gateway.
+    pub fn at(&self, instance: &Instance) -> Self {
+        Self {
+            app: self.app,
+            cert: self.cert,
+            id: self.id,
+            http: self.http.clone(),
+            mtls: instance.mtls.clone(),
+            public: instance.public.clone(),
+        }
     }
 
     pub async fn consent(&self, path: &str, scope: &str, body: &str) -> Res<String> {
         let token = self.app.token(self.cert, self.id, scope).await?;
         let res = self
             .http
-            .post(format!("{}{path}", self.app.mtls))
+            .post(format!("{}{path}", self.mtls))
             .bearer_auth(token)
             .header("content-type", "application/json")
             .header("x-idempotency-key", uuid())
@@ -152,9 +169,9 @@ impl<'a> Tpp<'a> {
     pub async fn par(&self, scope: &str, consent_id: &str) -> Res<PendingFlow> {
         Ok(tpp::start_consent_flow(
             &self.http,
-            &self.app.mtls,
+            &self.mtls,
             &self.app.settings.server.public_url,
-            &format!("{}/authorize", self.app.public),
+            &format!("{}/authorize", self.public),
             self.id,
             &redirect_uri(self.id),
             scope,
@@ -170,7 +187,7 @@ impl<'a> Tpp<'a> {
     pub async fn get(&self, token: &str, path: &str) -> Res<(u16, Value)> {
         let res = self
             .http
-            .get(format!("{}{path}", self.app.mtls))
+            .get(format!("{}{path}", self.mtls))
             .bearer_auth(token)
             .send()
             .await?;
@@ -187,7 +204,7 @@ impl<'a> Tpp<'a> {
     ) -> Res<(u16, Value)> {
         let mut req = self
             .http
-            .post(format!("{}{path}", self.app.mtls))
+            .post(format!("{}{path}", self.mtls))
             .bearer_auth(token)
             .json(body);
         if let Some(k) = key {
@@ -212,7 +229,7 @@ impl<'a> Tpp<'a> {
     pub async fn token_form(&self, form: &[(&str, &str)]) -> Res<(u16, Value)> {
         let res = self
             .http
-            .post(format!("{}/token", self.app.mtls))
+            .post(format!("{}/token", self.mtls))
             .form(form)
             .send()
             .await?;
@@ -661,7 +678,7 @@ async fn funds_confirmation_answers_yes_or_no_for_the_consented_account() -> Tes
 async fn raw_par(tpp: &Tpp<'_>, form: &[(&str, &str)]) -> Res<(u16, Value)> {
     let res = tpp
         .http
-        .post(format!("{}/par", tpp.app.mtls))
+        .post(format!("{}/par", tpp.mtls))
         .form(form)
         .send()
         .await?;
@@ -674,11 +691,11 @@ fn claims(consent: &str) -> String {
         .to_string()
 }
 
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
 /// PAR with a known PKCE pair, the customer approves; returns the code.
-async fn code_for(tpp: &Tpp<'_>, consent: &str) -> Res<String> {
+pub async fn code_for(tpp: &Tpp<'_>, consent: &str) -> Res<String> {
     let redirect = redirect_uri(tpp.id);
     let claims = claims(consent);
     let (status, body) = raw_par(

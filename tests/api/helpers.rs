@@ -364,7 +364,10 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         if let Ok(r) = health.get(format!("{}/healthz", test_app.ops)).send().await
             && r.status() == 200
         {
-            let ready = health.get(format!("{}/readyz", test_app.ops)).send().await?;
+            let ready = health
+                .get(format!("{}/readyz", test_app.ops))
+                .send()
+                .await?;
             if ready.status() != 200 {
                 return Err(format!(
                     "the gateway is up but not ready (is {} reachable?): {}",
@@ -378,6 +381,46 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err("server did not become healthy".into())
+}
+
+/// Another gateway process's worth of server on the same settings (same database, keys and
+/// shared state), on its own ports: what a second instance behind a load balancer is.
+pub struct Instance {
+    pub mtls: String,
+    pub public: String,
+    pub ops: String,
+    handle: actix_server::ServerHandle,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl TestApp {
+    pub async fn another_instance(&self) -> Res<Instance> {
+        let app = Application::build(self.settings.clone()).await?;
+        let (mtls, public, ops) = (app.mtls_addr(), app.public_addr(), app.ops_addr());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let instance = Instance {
+            mtls: format!("https://localhost:{}", mtls.port()),
+            public: format!("https://localhost:{}", public.port()),
+            ops: format!("http://{ops}"),
+            handle,
+        };
+        let health = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = health.get(format!("{}/readyz", instance.ops)).send().await
+                && r.status() == 200
+            {
+                return Ok(instance);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("the second instance did not become ready".into())
+    }
 }
 
 /// The Redis the suite runs against, when `TEST_REDIS_URL` is set (CI sets it); without

@@ -4,5 +4,6 @@ mod flows;
 mod helpers;
 mod ops;
 mod resources;
+mod scale;
 mod tls;
 mod tokens;
