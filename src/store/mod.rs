@@ -1,6 +1,7 @@
 //! Durable storage: the client registry, consents, token revocations and the audit log.
 //! The backend is chosen from the database URL's scheme; an unknown scheme is refused.
 
+mod sql;
 pub mod sqlite;
 
 use serde::Serialize;
