@@ -18,7 +18,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::resources::sandbox;
 use crate::routes::PROTECTED_ROUTES;
 use crate::startup::Application;
-use crate::store::{NewClient, Store};
+use crate::store::{Migrations, NewClient, Store};
 
 #[derive(Debug, Parser)]
 #[command(name = "obgate", version, about = "Open Banking partner API gateway")]
@@ -525,7 +525,7 @@ pub fn new_client(
 
 async fn clients_command(cli: &Cli, cmd: &ClientsCommand) -> anyhow::Result<ExitCode> {
     let s = settings(cli)?;
-    let store = Store::connect(&s.database.url).await?;
+    let store = Store::connect_with(&s.database.url, Migrations::RequireCurrent).await?;
     let stamp = clock::ob_datetime(clock::now());
     let parse_id =
         |id: &str| -> anyhow::Result<ClientId> { id.parse().map_err(|e| anyhow!("{e}")) };
@@ -620,7 +620,7 @@ async fn clients_command(cli: &Cli, cmd: &ClientsCommand) -> anyhow::Result<Exit
 
 async fn audit_command(cli: &Cli, cmd: &AuditCommand) -> anyhow::Result<ExitCode> {
     let s = settings(cli)?;
-    let store = Store::connect(&s.database.url).await?;
+    let store = Store::connect_with(&s.database.url, Migrations::RequireCurrent).await?;
     match cmd {
         AuditCommand::Verify => match audit::verify(&store).await? {
             Verdict::Intact { last_seq } => {
@@ -662,7 +662,7 @@ async fn prepare_embedded(cli: &Cli, s: &Settings) -> anyhow::Result<()> {
     if !created.is_empty() {
         tracing::info!(dir = %dev.dir.display(), files = ?created, "created dev PKI");
     }
-    let store = Store::connect(&s.database.url).await?;
+    let store = Store::connect_with(&s.database.url, Migrations::RequireCurrent).await?;
     let demo: ClientId = "demo-tpp".parse().map_err(|e: String| anyhow!(e))?;
     if store.client(&demo).await?.is_none() {
         let new = new_client(

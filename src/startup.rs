@@ -25,7 +25,7 @@ use crate::ops::{self, Metrics};
 use crate::policy::{Policy, PolicyError};
 use crate::routes::{self, AppState, PROTECTED_ROUTES};
 use crate::state::{SharedState, StateError};
-use crate::store::{Store, StoreError};
+use crate::store::{Migrations, Store, StoreError};
 use crate::tls::{Listener, Thumbprint, TlsError, TlsFrontend, TlsIo};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let metrics = Metrics::new()?;
-        let store = Store::connect(&settings.database.url).await?;
+        let store = Store::connect_with(&settings.database.url, Migrations::RequireCurrent).await?;
         let shared = SharedState::connect(&settings.state.url)?;
         let now = crate::clock::now().unix_timestamp();
         for (jti, exp) in store.live_revocations(now).await? {

@@ -1,17 +1,30 @@
 //! Durable storage: the client registry, consents, token revocations and the audit log.
 //! The backend is chosen from the database URL's scheme; an unknown scheme is refused.
 
+pub mod postgres;
 mod sql;
 pub mod sqlite;
 
 use serde::Serialize;
 
-pub use sqlite::SqliteStore as Store;
+use crate::oauth::clients::{Client, ClientId, ClientStatus};
+
+use postgres::PgStore;
+use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database url {0:?}: use sqlite://PATH")]
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    #[error(
+        "the database schema is behind this obgate (migrations {0} not applied): run `obgate migrate`"
+    )]
+    SchemaBehind(String),
+    #[error(
+        "the database was migrated by a newer obgate (migration {0} is unknown here): run the \
+         newer obgate, or restore a matching backup"
+    )]
+    SchemaUnknown(i64),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -20,6 +33,129 @@ pub enum StoreError {
     Conflict(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+}
+
+/// What to do with a schema that is not this binary's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply what is pending (`obgate migrate`, and the embedded SQLite default).
+    Apply,
+    /// Refuse a schema that is behind or ahead (`obgate serve` on PostgreSQL).
+    RequireCurrent,
+}
+
+/// The storage backend, chosen by the database URL's scheme.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// `sqlite://PATH` (migrated on connect: the embedded default needs no extra step) or
+    /// `postgres://…` (migrated only with [`Migrations::Apply`]); any other scheme is refused.
+    pub async fn connect_with(url: &str, migrations: Migrations) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::connect(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::connect(url, migrations).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
+        }
+    }
+
+    /// Connects and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, Migrations::Apply).await
+    }
+
+    /// Appends a batch of audit events to the chain, continuing from the stored head under the
+    /// audit table's write lock.
+    pub async fn append_audit_chained<E>(
+        &self,
+        chain: impl FnOnce(i64, String) -> Result<Vec<AuditRecord>, E>,
+    ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.append_audit_chained(chain).await,
+            Self::Postgres(p) => p.append_audit_chained(chain).await,
+        }
+    }
+}
+
+/// Both backends answer the same calls; this forwards each to the one in use.
+macro_rules! delegate {
+    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)* ) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        Self::Sqlite(s) => s.$name($($arg),*).await,
+                        Self::Postgres(p) => p.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    fn ping(&self) -> Result<(), StoreError>;
+    fn insert_client(&self, new: &NewClient, now: &str) -> Result<(), StoreError>;
+    fn client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
+    fn clients(&self) -> Result<Vec<Client>, StoreError>;
+    fn set_client_status(&self, id: &ClientId, status: ClientStatus, now: &str) -> Result<bool, StoreError>;
+    fn self_signed_thumbprints(&self) -> Result<Vec<String>, StoreError>;
+    fn client_certificates(&self) -> Result<Vec<(String, CertRecord)>, StoreError>;
+    fn insert_consent(&self, c: &ConsentRecord) -> Result<(), StoreError>;
+    fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError>;
+    fn consent_by_idempotency_key(&self, client_id: &str, kind: &str, key: &str) -> Result<Option<ConsentRecord>, StoreError>;
+    fn set_consent_status(&self, id: &str, status: &str, now: &str) -> Result<bool, StoreError>;
+    fn transition_consent(&self, id: &str, from: &[&str], to: &str, now: &str) -> Result<bool, StoreError>;
+    fn authorise_consent(&self, id: &str, psu: &str, account_ids: &[String], now: &str) -> Result<bool, StoreError>;
+    fn consents_of_psu(&self, psu: &str) -> Result<Vec<ConsentRecord>, StoreError>;
+    fn seed_sandbox(&self, seed: &SandboxSeed) -> Result<bool, StoreError>;
+    fn customer(&self, username: &str) -> Result<Option<CustomerRecord>, StoreError>;
+    fn accounts_of(&self, owner: &str) -> Result<Vec<AccountRecord>, StoreError>;
+    fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError>;
+    fn transactions(&self, q: &TransactionQuery) -> Result<(Vec<TransactionRecord>, i64), StoreError>;
+    fn insert_grant(&self, g: &GrantRecord, refresh_hash: &str) -> Result<(), StoreError>;
+    fn refresh_lookup(&self, hash: &str) -> Result<RefreshLookup, StoreError>;
+    fn rotate_refresh(&self, old_hash: &str, new_hash: &str, grant_id: &str, now: i64) -> Result<bool, StoreError>;
+    fn add_grant_token(&self, grant_id: &str, jti: &str, expires_at: i64) -> Result<(), StoreError>;
+    fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+    fn create_payment(&self, p: &PaymentRecord, t: &TransactionRecord) -> Result<PaymentRecord, PaymentRefused>;
+    fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError>;
+    fn payment_by_idempotency_key(&self, client_id: &str, key: &str) -> Result<Option<PaymentRecord>, StoreError>;
+    fn insert_funds_confirmation(&self, id: &str, consent_id: &str, client_id: &str, data: &str, now: &str) -> Result<(), StoreError>;
+    fn insert_revocation(&self, jti: &str, client_id: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    fn live_revocations(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+    fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+    fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// `applied` must be exactly `known`: anything missing is pending, anything extra is unknown.
+pub(crate) fn check_versions(applied: &[i64], known: &[i64]) -> Result<(), StoreError> {
+    if let Some(v) = applied.iter().find(|v| !known.contains(v)) {
+        return Err(StoreError::SchemaUnknown(*v));
+    }
+    let pending: Vec<String> = known
+        .iter()
+        .filter(|v| !applied.contains(v))
+        .map(ToString::to_string)
+        .collect();
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaBehind(pending.join(", ")))
+    }
+}
+
+/// A migration that names a version this binary does not have is a newer schema.
+pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::SchemaUnknown(v),
+        other => StoreError::Migrate(other),
+    }
 }
 
 /// A client to register, with the certificate it registered over.

@@ -65,7 +65,7 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        MIGRATOR.run(&pool).await.map_err(super::migrate_error)?;
         Ok(Self { pool })
     }
 

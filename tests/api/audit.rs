@@ -136,8 +136,7 @@ async fn no_resource_data_leaves_when_the_audit_log_cannot_be_written() -> TestR
     let app = spawn_app().await?;
     let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     let url = format!("{}{CONSENTS}", app.mtls);
-    sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_gone")
-        .execute(&sqlx::SqlitePool::connect(&app.settings.database.url).await?)
+    app.sql("ALTER TABLE audit_events RENAME TO audit_events_gone")
         .await?;
     let res = app
         .client(&app.tpp_a)?
@@ -185,8 +184,7 @@ async fn audit_verify_reports_an_intact_chain_and_the_first_tampered_event() -> 
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr)?.contains("--from"));
 
-    sqlx::query("UPDATE audit_events SET status = 200, outcome = 'allowed' WHERE seq = 2")
-        .execute(&sqlx::SqlitePool::connect(&app.settings.database.url).await?)
+    app.sql("UPDATE audit_events SET status = 200, outcome = 'allowed' WHERE seq = 2")
         .await?;
     let out = app.cli(&["audit", "verify"])?;
     assert_eq!(out.status.code(), Some(1));

@@ -53,6 +53,8 @@ pub struct TestApp {
     pub reloader: obgate::startup::Reloader,
     /// Sandbox bank customers and their passwords.
     pub customers: Vec<(String, String)>,
+    /// The PostgreSQL database this test created, dropped with it.
+    database: Option<String>,
     handle: actix_server::ServerHandle,
 }
 
@@ -202,6 +204,19 @@ impl TestApp {
         Err("no matching audit event within 5 s".into())
     }
 
+    /// Runs one statement on the app's database, whichever backend it is.
+    pub async fn sql(&self, statement: &'static str) -> TestResult {
+        let url = &self.settings.database.url;
+        if url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(url).await?;
+            sqlx::query(statement).execute(&pool).await?;
+        } else {
+            let pool = sqlx::SqlitePool::connect(url).await?;
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(())
+    }
+
     /// Runs the real `obgate` binary against this app's data.
     pub fn cli(&self, args: &[&str]) -> Res<std::process::Output> {
         Ok(std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
@@ -217,7 +232,72 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         drop(self.handle.stop(false));
+        if let Some(name) = self.database.take() {
+            drop_database(name);
+        }
     }
+}
+
+/// The PostgreSQL server the suite runs against, when `TEST_DATABASE_URL` is set (CI sets it);
+/// without it the suite runs on SQLite files. Each test gets its own database, dropped after.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// `postgres://…/NAME` with the database part replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = base
+        .rsplit_once('/')
+        .filter(|(s, _)| s.len() > "postgres://".len())
+        .map_or(base, |(s, _)| s);
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+async fn create_database(url: &str) -> Res<(String, String)> {
+    use sqlx::Connection;
+    let mut b = [0u8; 6];
+    openssl::rand::rand_bytes(&mut b)?;
+    let name = format!(
+        "obgate_t_{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    );
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("PostgreSQL at TEST_DATABASE_URL is unreachable: {e}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    Ok((with_database(url, &name), name))
+}
+
+fn drop_database(name: String) {
+    let Some(url) = postgres_url() else { return };
+    // Drop runs outside any runtime: a short-lived one of its own does the drop.
+    let _ = std::thread::spawn(move || {
+        use sqlx::Connection;
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&url).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await;
+            }
+        });
+    })
+    .join();
 }
 
 pub async fn spawn_app() -> Res<TestApp> {
@@ -276,6 +356,12 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
     settings.policy.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
     if let Some(redis) = redis_url() {
         settings.state.url = redis_with_prefix(&redis);
+    }
+    let mut database = None;
+    if let Some(pg) = postgres_url() {
+        let (url, name) = create_database(&pg).await?;
+        settings.database.url = url;
+        database = Some(name);
     }
     customise(&mut settings);
 
@@ -357,6 +443,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         store,
         reloader,
         customers,
+        database,
         handle,
     };
     let health = reqwest::Client::new();

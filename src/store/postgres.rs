@@ -1,0 +1,86 @@
+//! The PostgreSQL backend, for production and several instances. `obgate migrate` applies the
+//! schema; `obgate serve` refuses a database whose schema is behind or ahead of this binary.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgPool as Pool, Row};
+
+use super::sql::{ClientRow, shared_store_methods};
+use super::{
+    AccountRecord, AuditQuery, AuditRecord, CertRecord, ConsentRecord, CustomerRecord, GrantRecord,
+    Migrations, NewClient, PaymentRecord, PaymentRefused, RefreshLookup, SandboxSeed, StoreError,
+    TransactionQuery, TransactionRecord,
+};
+use crate::oauth::clients::{Client, ClientId, ClientStatus, Role};
+
+/// A client with its active certificates' thumbprints and issuers, each as one column.
+const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.auth_method, \
+     c.subject_dn, c.redirect_uris, c.jwks, c.created_at, \
+     COALESCE((SELECT string_agg(thumbprint, ',') FROM client_certificates cc \
+               WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS thumbprints, \
+     COALESCE((SELECT string_agg(issuer, chr(31)) FROM client_certificates cc \
+               WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS issuers \
+     FROM clients c";
+
+/// Moves a consent from any status in the JSON array `$4` to `$1`.
+const TRANSITION_CONSENT: &str = "UPDATE consents SET status = $1, status_updated_at = $2 \
+     WHERE consent_id = $3 AND status IN (SELECT jsonb_array_elements_text(CAST($4 AS jsonb)))";
+
+type Db = sqlx::Postgres;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to a `postgres://` URL. With [`Migrations::Apply`] the schema is brought up to
+    /// date; with [`Migrations::RequireCurrent`] a schema that is behind or ahead is refused.
+    pub async fn connect(url: &str, migrations: Migrations) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl(crate::config::redact_url(url)))?;
+        let pool: PgPool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(options)
+            .await?;
+        match migrations {
+            Migrations::Apply => MIGRATOR.run(&pool).await.map_err(super::migrate_error)?,
+            Migrations::RequireCurrent => require_current(&pool).await?,
+        }
+        Ok(Self { pool })
+    }
+
+    /// A transaction holding the audit table's write lock: appends from every instance are
+    /// serialised, so the chain stays one chain.
+    async fn begin_audit(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    shared_store_methods!();
+}
+
+/// The applied migrations must be exactly the ones this binary knows.
+async fn require_current(pool: &PgPool) -> Result<(), StoreError> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT CAST(to_regclass('_sqlx_migrations') AS TEXT)")
+            .fetch_one(pool)
+            .await?;
+    let applied: Vec<i64> = if exists.is_some() {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    super::check_versions(&applied, &known)
+}
