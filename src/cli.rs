@@ -730,7 +730,12 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
     });
     println!("{banner}");
+    let audit = app.audit_log();
+    // SIGTERM/SIGINT: the listeners stop accepting, in-flight requests finish (up to 5 s), then
+    // whatever the audit writer still holds is written before the process exits.
     app.run_until_stopped().await?;
+    audit.flush().await;
+    tracing::info!("stopped; the audit log is flushed");
     Ok(ExitCode::SUCCESS)
 }
 

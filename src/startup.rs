@@ -223,6 +223,11 @@ impl Application {
         self.server.handle()
     }
 
+    /// The audit writer, so shutdown can flush it after the listeners have drained.
+    pub fn audit_log(&self) -> crate::audit::AuditLog {
+        self.state.audit.clone()
+    }
+
     /// What SIGHUP does: re-read certificates, trust anchors, CRLs and policy. On any error
     /// the running configuration stays in force.
     pub fn reloader(&self) -> Reloader {

@@ -111,10 +111,23 @@ pub fn chain_hash(record: &AuditRecord) -> Result<String, AuditError> {
 
 type Reply = oneshot::Sender<Result<i64, String>>;
 
+/// What the writer is asked to do, in order.
+enum Job {
+    /// Commit this event; answer `seq`, or why it could not be committed.
+    Event(Box<AuditEvent>, Option<Reply>),
+    /// Answer once everything queued before it has been committed (or could not be).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Events that could not be committed wait for the database in memory, at most this many.
+const RETRY_MAX: usize = 65_536;
+/// How often the writer retries them while nothing new arrives.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Handle to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<(AuditEvent, Option<Reply>)>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl AuditLog {
@@ -128,11 +141,13 @@ impl AuditLog {
         Ok(Self { tx })
     }
 
-    /// Records `event` and waits until it is durably committed; returns its `seq`.
+    /// Records `event` and waits until it is durably committed; returns its `seq`. If it cannot
+    /// be committed, the caller must not serve the response; the event is kept, rewritten as
+    /// the refusal the caller then sends, and committed when the database is back.
     pub async fn record(&self, event: AuditEvent) -> Result<i64, AuditError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send((event, Some(reply)))
+            .send(Job::Event(Box::new(event), Some(reply)))
             .await
             .map_err(|_| AuditError::WriterGone)?;
         match rx.await {
@@ -150,59 +165,130 @@ impl AuditLog {
     /// Records `event` without waiting, for refusals with no response to hold back
     /// (a failed handshake). Returns false if the queue is full.
     pub fn record_detached(&self, event: AuditEvent) -> bool {
-        self.tx.try_send((event, None)).is_ok()
+        self.tx.try_send(Job::Event(Box::new(event), None)).is_ok()
+    }
+
+    /// Waits until every event recorded before this call has been written (or has failed and
+    /// waits for a retry): graceful shutdown calls it after the listeners have drained.
+    pub async fn flush(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Job::Flush(done)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
-async fn writer(
-    store: Store,
-    mut rx: mpsc::Receiver<(AuditEvent, Option<Reply>)>,
-    written: IntCounter,
-) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+/// Commits `events` as one batch at the end of the chain; returns their `seq`s.
+async fn commit(store: &Store, events: &[AuditEvent]) -> Result<Vec<i64>, String> {
+    // The chain continues from the head stored in the database, read under its write lock:
+    // other instances may have appended since this one last wrote.
+    let chained = store
+        .append_audit_chained(|mut seq, mut prev| {
+            let mut records = Vec::with_capacity(events.len());
+            for event in events {
+                seq += 1;
+                let record = event.clone().into_record(seq, prev)?;
+                prev = record.hash.clone();
+                records.push(record);
+            }
+            Ok::<_, AuditError>(records)
+        })
+        .await;
+    match chained {
+        Ok(Ok(records)) => Ok(records.iter().map(|r| r.seq).collect()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) {
+    // Events whose commit failed, oldest first: committed ahead of new ones once it works.
+    let mut retry: Vec<AuditEvent> = Vec::new();
+    let mut open = true;
+    while open || !retry.is_empty() {
+        let mut jobs = Vec::new();
+        if open {
+            // With events held back, wait at most RETRY_EVERY before trying them again.
+            let next = if retry.is_empty() {
+                Some(rx.recv().await)
+            } else {
+                tokio::time::timeout(RETRY_EVERY, rx.recv()).await.ok()
+            };
+            match next {
+                Some(Some(job)) => jobs.push(job),
+                Some(None) => open = false,
+                None => {}
+            }
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
         }
-        let (events, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
-        // The chain continues from the head stored in the database, read under its write lock:
-        // other instances may have appended since this one last wrote.
-        let chained = store
-            .append_audit_chained(|mut seq, mut prev| {
-                let mut records = Vec::with_capacity(events.len());
-                for event in events {
-                    seq += 1;
-                    let record = event.into_record(seq, prev)?;
-                    prev = record.hash.clone();
-                    records.push(record);
+        let mut events: Vec<AuditEvent> = std::mem::take(&mut retry);
+        let retried = events.len();
+        let mut replies = Vec::new();
+        let mut flushes = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Event(event, reply) => {
+                    replies.push((events.len(), reply));
+                    events.push(*event);
                 }
-                Ok::<_, AuditError>(records)
-            })
-            .await;
-        let result = match chained {
-            Ok(Ok(records)) => Ok(records),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(records) => {
-                written.inc_by(records.len() as u64);
-                for (record, reply) in records.iter().zip(replies) {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(record.seq));
+                Job::Flush(done) => flushes.push(done),
+            }
+        }
+        if !events.is_empty() {
+            match commit(&store, &events).await {
+                Ok(seqs) => {
+                    written.inc_by(seqs.len() as u64);
+                    if retried > 0 {
+                        tracing::info!(
+                            events = retried,
+                            "audit events held back are now committed"
+                        );
+                    }
+                    for (i, reply) in replies {
+                        if let (Some(reply), Some(seq)) = (reply, seqs.get(i)) {
+                            let _ = reply.send(Ok(*seq));
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = replies.len(), "audit commit failed");
-                for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(e.clone()));
+                Err(e) => {
+                    tracing::error!(error = %e, events = events.len(), "audit commit failed; holding the events for a retry");
+                    // A caller told of the failure answers 503: what is kept is that refusal.
+                    for (i, reply) in replies {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(e.clone()));
+                            if let Some(event) = events.get_mut(i) {
+                                event.status = 503;
+                                event.outcome = Outcome::Denied;
+                                event.reason = Some("audit_unavailable".into());
+                            }
+                        }
+                    }
+                    if !open && events.len() == retried {
+                        tracing::error!(
+                            events = events.len(),
+                            "shutting down with audit events the database would not take"
+                        );
+                        return;
+                    }
+                    if events.len() > RETRY_MAX {
+                        let lost = events.len() - RETRY_MAX;
+                        tracing::error!(
+                            lost,
+                            "audit retry buffer full: the oldest events are lost"
+                        );
+                        events.drain(..lost);
+                    }
+                    retry = events;
                 }
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

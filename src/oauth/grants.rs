@@ -50,7 +50,11 @@ fn unavailable(e: impl std::fmt::Display) -> OAuthError {
 }
 
 fn store_failed(e: StoreError) -> OAuthError {
-    OAuthError::ServerError(e.to_string())
+    if e.is_unavailable() {
+        OAuthError::TemporarilyUnavailable(format!("the database is unavailable: {e}"))
+    } else {
+        OAuthError::ServerError(e.to_string())
+    }
 }
 
 fn refresh_hash(token: &str) -> String {

@@ -56,9 +56,9 @@ pub enum ApiError {
     /// The body is over the route's limit: 413, unread.
     #[error("{0}")]
     TooLarge(String),
-    /// A backend the request needs (shared state) is unreachable: 503, nothing served.
-    #[error("{0}")]
-    Unavailable(String),
+    /// A backend the request needs is unreachable: 503, nothing served.
+    #[error("{}: {cause}", backend.name())]
+    Unavailable { backend: Backend, cause: String },
     /// Something of ours failed; the cause is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -99,7 +99,7 @@ impl ApiError {
             Self::Forbidden(d) => d.reason(),
             Self::ConsentRefused { reason, .. } => reason,
             Self::Upstream(_) => "upstream_failed",
-            Self::Unavailable(_) => "state_unavailable",
+            Self::Unavailable { backend, .. } => backend.reason(),
             Self::BadRequest { reason, .. } => reason,
             Self::NotFound(_) => "not_found",
             Self::TooLarge(_) => "body_too_large",
@@ -117,7 +117,10 @@ impl From<OAuthError> for ApiError {
 impl From<TokenRejection> for ApiError {
     fn from(e: TokenRejection) -> Self {
         if e == TokenRejection::StateUnavailable {
-            return Self::Unavailable(e.to_string());
+            return Self::Unavailable {
+                backend: Backend::SharedState,
+                cause: e.to_string(),
+            };
         }
         Self::InvalidToken {
             reason: e.reason(),
@@ -132,8 +135,36 @@ impl From<Denied> for ApiError {
     }
 }
 
+/// The backends a request can find unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    SharedState,
+    Database,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Self::SharedState => "shared state",
+            Self::Database => "database",
+        }
+    }
+    fn reason(self) -> &'static str {
+        match self {
+            Self::SharedState => "state_unavailable",
+            Self::Database => "database_unavailable",
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            return Self::Unavailable {
+                backend: Backend::Database,
+                cause: e.to_string(),
+            };
+        }
         Self::Internal(e.to_string())
     }
 }
@@ -169,7 +200,10 @@ impl From<ResourceError> for ApiError {
                 message,
             },
             ResourceError::Store(s) => s.into(),
-            ResourceError::Unavailable(m) => Self::Unavailable(m),
+            ResourceError::Unavailable(cause) => Self::Unavailable {
+                backend: Backend::SharedState,
+                cause,
+            },
         }
     }
 }
@@ -211,7 +245,7 @@ impl ResponseError for ApiError {
             Self::NoToken(_) | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::ConsentRefused { .. } => StatusCode::FORBIDDEN,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -294,14 +328,17 @@ impl ResponseError for ApiError {
                     None,
                 )
             }
-            Self::Unavailable(cause) => {
-                tracing::error!(%cause, "a backend is unavailable");
+            Self::Unavailable { backend, cause } => {
+                tracing::error!(%cause, backend = backend.name(), "a backend is unavailable");
                 res.insert_header((header::RETRY_AFTER, "1"));
                 (
                     ob_body(
                         status,
                         codes::UNEXPECTED,
-                        "the gateway's shared state is unavailable; nothing was served, retry shortly",
+                        &format!(
+                            "the gateway's {} is unavailable; nothing was served, retry shortly",
+                            backend.name()
+                        ),
                         None,
                     ),
                     None,

@@ -35,6 +35,23 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The database could not be reached (as opposed to refusing a statement).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Db(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
 /// What to do with a schema that is not this binary's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Migrations {

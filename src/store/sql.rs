@@ -59,7 +59,6 @@ fn list(column: &str, separator: char) -> Vec<String> {
     items
 }
 
-
 /// The storage methods both backends implement with the same SQL.
 macro_rules! shared_store_methods {
     () => {

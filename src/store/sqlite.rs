@@ -69,7 +69,6 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
-
     /// A transaction holding SQLite's write lock from its first statement (`BEGIN IMMEDIATE`),
     /// which serialises audit appends across processes sharing the file.
     async fn begin_audit(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {

@@ -248,7 +248,9 @@ pub fn postgres_url() -> Option<String> {
 
 /// `postgres://…/NAME` with the database part replaced.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let server = base
         .rsplit_once('/')
         .filter(|(s, _)| s.len() > "postgres://".len())
@@ -259,7 +261,7 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-async fn create_database(url: &str) -> Res<(String, String)> {
+pub async fn create_database(url: &str) -> Res<(String, String)> {
     use sqlx::Connection;
     let mut b = [0u8; 6];
     openssl::rand::rand_bytes(&mut b)?;

@@ -234,3 +234,171 @@ async fn losing_shared_state_answers_503_and_service_returns_by_itself() -> Test
     eprintln!("outage answered 503 after {detected:?}; service back {recovered:?} after Redis");
     Ok(())
 }
+
+const NEEDS_POSTGRES: &str =
+    "set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run the PostgreSQL tests";
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo test -- --include-ignored"]
+async fn serve_refuses_a_schema_it_does_not_know_and_says_what_to_run() -> TestResult {
+    let pg = postgres_url().ok_or(NEEDS_POSTGRES)?;
+    let app = spawn_app().await?;
+    let (fresh, name) = create_database(&pg).await?;
+    let mut settings = app.settings.clone();
+    settings.database.url = fresh.clone();
+    let behind = obgate::startup::Application::build(settings.clone())
+        .await
+        .err()
+        .ok_or("started on an empty schema")?;
+    assert!(behind.to_string().contains("obgate migrate"), "{behind}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+        .arg("--config")
+        .arg(&app.config_file)
+        .arg("--data-dir")
+        .arg(app.path("data"))
+        .arg("migrate")
+        .env("OBGATE_DATABASE_URL", &fresh)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = obgate::startup::Application::build(settings.clone()).await?;
+    let handle = started.handle();
+    tokio::spawn(started.run_until_stopped());
+    handle.stop(false).await;
+
+    let pool = sqlx::PgPool::connect(&fresh).await?;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (29990101000000, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    let ahead = obgate::startup::Application::build(settings)
+        .await
+        .err()
+        .ok_or("started on a newer schema")?;
+    assert!(ahead.to_string().contains("newer obgate"), "{ahead}");
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&pg).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    Ok(())
+}
+
+// Two workers: the relay keeps running while the test waits on the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo test -- --include-ignored"]
+async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_event() -> TestResult {
+    let pg = postgres_url().ok_or(NEEDS_POSTGRES)?;
+    let target = pg
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .rsplit_once('@')
+        .map_or(pg.as_str(), |(_, host)| host)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let relay = Relay::start(target.clone()).await?;
+    let via = relay.addr.to_string();
+    let app =
+        spawn_app_with(move |s| s.database.url = s.database.url.replacen(&target, &via, 1)).await?;
+    assert!(app.settings.database.url.contains(&relay.addr.to_string()));
+    let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let mut sent: Vec<(String, u16)> = Vec::new();
+    let call = |label: &'static str| {
+        let (http, url, token) = (
+            tpp.http.clone(),
+            format!("{}{CONSENTS}", app.mtls),
+            token.clone(),
+        );
+        async move {
+            let id = format!("db-outage-{label}-{}", uuid());
+            let res = http
+                .post(url)
+                .bearer_auth(token)
+                .header("x-fapi-interaction-id", &id)
+                .header("content-type", "application/json")
+                .body(AAC_BODY)
+                .send()
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((id, res.status().as_u16()))
+        }
+    };
+    sent.push(call("before").await?);
+    assert_eq!(sent[0].1, 201);
+
+    relay.set(false);
+    let t0 = Instant::now();
+    let during = call("during").await?;
+    let detected = t0.elapsed();
+    assert_eq!(during.1, 503, "no data while the database is gone");
+    sent.push(during);
+    let ready = reqwest::get(format!("{}/readyz", app.ops)).await?.status();
+    assert_eq!(ready, 503);
+
+    relay.set(true);
+    let t1 = Instant::now();
+    loop {
+        let (id, status) = call("after").await?;
+        sent.push((id, status));
+        if status == 201 {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "not back within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = t1.elapsed();
+    // Every response has its event once the database is back: the 2xx ones before they were
+    // sent, the refusals during the outage when the held-back events were retried.
+    let t2 = Instant::now();
+    loop {
+        let events = app.audit().await?;
+        let missing: Vec<_> = sent
+            .iter()
+            .filter(|(id, _)| !events.iter().any(|e| &e.interaction_id == id))
+            .collect();
+        if missing.is_empty() {
+            for (id, status) in &sent {
+                let e = events
+                    .iter()
+                    .find(|e| &e.interaction_id == id)
+                    .ok_or("vanished")?;
+                assert_eq!(
+                    e.status,
+                    i64::from(*status),
+                    "{id}: the log says what was sent"
+                );
+            }
+            break;
+        }
+        assert!(
+            t2.elapsed() < Duration::from_secs(5),
+            "events never written: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = app.cli(&["audit", "verify"])?;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "database outage answered 503 after {detected:?}; service back {recovered:?} after the database"
+    );
+    Ok(())
+}
