@@ -70,7 +70,19 @@ struct RawPolicy {
     #[serde(default)]
     upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
+    rate_limits: RawRateLimits,
+    #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimits {
+    /// Requests per client per minute, counted across every instance; absent: no limit.
+    per_client_per_minute: Option<Spanned<u32>>,
+    /// Per-client overrides, by client id.
+    #[serde(default)]
+    clients: BTreeMap<String, Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +205,8 @@ pub struct Policy {
     grants: GrantSettings,
     require_signed_request_object: bool,
     request_uri_lifetime: i64,
+    rate_limit: Option<u32>,
+    client_rate_limits: HashMap<String, u32>,
     role_scopes: HashMap<Role, ScopeSet>,
     /// route template → [(method, rule)]
     rules: HashMap<String, Vec<(String, Rule)>>,
@@ -272,6 +286,32 @@ impl Policy {
             Some(l) => *l.get_ref(),
             None => crate::oauth::authorize::REQUEST_URI_LIFETIME,
         };
+
+        let mut limit_ok = |v: &Spanned<u32>, field: &str| {
+            if *v.get_ref() == 0 {
+                issues.push(at(
+                    v.span(),
+                    field,
+                    "0 would refuse everything; leave the limit out for none".into(),
+                ));
+                false
+            } else {
+                true
+            }
+        };
+        let rate_limit = raw
+            .rate_limits
+            .per_client_per_minute
+            .as_ref()
+            .filter(|v| limit_ok(v, "rate_limits.per_client_per_minute"))
+            .map(|v| *v.get_ref());
+        let client_rate_limits: HashMap<String, u32> = raw
+            .rate_limits
+            .clients
+            .iter()
+            .filter(|(id, v)| limit_ok(v, &format!("rate_limits.clients.{id}")))
+            .map(|(id, v)| (id.clone(), *v.get_ref()))
+            .collect();
 
         let mut upstreams = HashMap::new();
         for (name, up) in &raw.upstreams {
@@ -526,6 +566,8 @@ impl Policy {
             },
             require_signed_request_object: raw.authorization.require_signed_request_object,
             request_uri_lifetime,
+            rate_limit,
+            client_rate_limits,
             role_scopes,
             rules,
         })
@@ -544,6 +586,14 @@ impl Policy {
     /// Whether `/par` accepts only signed request objects (JAR).
     pub fn require_signed_request_object(&self) -> bool {
         self.require_signed_request_object
+    }
+
+    /// Requests per minute this client may make, if limited.
+    pub fn rate_limit(&self, client_id: &str) -> Option<u32> {
+        self.client_rate_limits
+            .get(client_id)
+            .copied()
+            .or(self.rate_limit)
     }
 
     /// How long a pushed request's `request_uri` may be used.

@@ -123,4 +123,5 @@ pub mod codes {
     pub const RULES_AFTER_CUTOFF: &str = "UK.OBIE.Rules.FailsControlParameters";
     pub const RULES_DUPLICATE: &str = "UK.OBIE.Rules.DuplicateReference";
     pub const FIELD_UNEXPECTED: &str = "UK.OBIE.Field.Unexpected";
+    pub const RATE_LIMITED: &str = "UK.OBIE.Rules.RateLimitExceeded";
 }

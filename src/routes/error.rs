@@ -56,6 +56,9 @@ pub enum ApiError {
     /// The body is over the route's limit: 413, unread.
     #[error("{0}")]
     TooLarge(String),
+    /// The client has used its requests for this minute: 429 with `Retry-After`.
+    #[error("rate limit of {limit} requests per minute reached; retry in {retry_after} s")]
+    RateLimited { limit: u32, retry_after: i64 },
     /// A backend the request needs is unreachable: 503, nothing served.
     #[error("{}: {cause}", backend.name())]
     Unavailable { backend: Backend, cause: String },
@@ -100,6 +103,7 @@ impl ApiError {
             Self::ConsentRefused { reason, .. } => reason,
             Self::Upstream(_) => "upstream_failed",
             Self::Unavailable { backend, .. } => backend.reason(),
+            Self::RateLimited { .. } => "rate_limited",
             Self::BadRequest { reason, .. } => reason,
             Self::NotFound(_) => "not_found",
             Self::TooLarge(_) => "body_too_large",
@@ -246,6 +250,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) | Self::ConsentRefused { .. } => StatusCode::FORBIDDEN,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -325,6 +330,13 @@ impl ResponseError for ApiError {
                         "the bank's core system did not answer; try again later",
                         None,
                     ),
+                    None,
+                )
+            }
+            Self::RateLimited { retry_after, .. } => {
+                res.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+                (
+                    ob_body(status, codes::RATE_LIMITED, &self.to_string(), None),
                     None,
                 )
             }

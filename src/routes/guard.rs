@@ -103,6 +103,35 @@ fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     }
 }
 
+/// Counts this request against the client's per-minute limit from the policy, across every
+/// instance (the counter lives in shared state).
+pub async fn within_rate_limit(state: &AppState, client: &Client) -> Result<(), ApiError> {
+    let Some(limit) = state.policy.load().rate_limit(client.client_id.as_str()) else {
+        return Ok(());
+    };
+    let now = clock::now().unix_timestamp();
+    let window_end = now - now.rem_euclid(60) + 60;
+    let count = state
+        .state
+        .incr(
+            &format!("rate:{}:{window_end}", client.client_id),
+            window_end,
+            now,
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable {
+            backend: super::error::Backend::SharedState,
+            cause: e.to_string(),
+        })?;
+    if count > u64::from(limit) {
+        return Err(ApiError::RateLimited {
+            limit,
+            retry_after: window_end - now,
+        });
+    }
+    Ok(())
+}
+
 async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
@@ -154,6 +183,7 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
             description: format!("client {} is suspended", client.client_id),
         });
     }
+    within_rate_limit(state, &client).await?;
     let route = req.match_pattern().unwrap_or_default();
     let permit =
         state

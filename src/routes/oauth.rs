@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::edge::{AuditNote, remember};
 use super::error::ApiError;
-use super::guard::client_cert;
+use super::guard::{client_cert, within_rate_limit};
 use crate::audit::Outcome;
 use crate::clock;
 use crate::oauth::authorize::{self, form_params, random_token};
@@ -198,6 +198,7 @@ async fn authenticate(
     remember(req, |ctx| {
         ctx.client_id = Some(client.client_id.to_string())
     });
+    within_rate_limit(state, &client).await?;
     Ok((client, cert))
 }
 

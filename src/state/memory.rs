@@ -85,6 +85,25 @@ impl MemoryState {
             .map(|(v, _)| v)
     }
 
+    /// Adds one to the counter `key` (created at 0, living until `expires_at`) and returns it.
+    pub fn incr(&self, key: &str, expires_at: i64, now: i64) -> Result<u64, Full> {
+        let mut e = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let live = e
+            .map
+            .get(key)
+            .filter(|(_, exp)| *exp > now)
+            .and_then(|(v, exp)| Some((v.parse::<u64>().ok()?, *exp)));
+        let (count, exp) = match live {
+            Some((count, exp)) => (count + 1, exp),
+            None => {
+                e.make_room(now)?;
+                (1, expires_at)
+            }
+        };
+        e.map.insert(key.to_string(), (count.to_string(), exp));
+        Ok(count)
+    }
+
     pub fn delete(&self, key: &str) {
         self.entries
             .lock()
@@ -141,6 +160,14 @@ mod tests {
         assert_eq!(s.get("old", 10), None);
         assert_eq!(s.take("old", 20), None);
         assert_eq!(s.put_new("old", "new", 30, 20), Ok(true));
+    }
+
+    #[test]
+    fn counters_count_within_their_window_and_restart_after_it() {
+        let s = MemoryState::default();
+        assert_eq!(s.incr("c", 60, 0), Ok(1));
+        assert_eq!(s.incr("c", 120, 30), Ok(2), "the window's end stays");
+        assert_eq!(s.incr("c", 120, 60), Ok(1), "a new window");
     }
 
     #[test]

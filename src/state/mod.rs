@@ -103,6 +103,14 @@ impl SharedState {
         }
     }
 
+    /// Counts one more under `key` until `expires_at` (a fixed window); returns the count.
+    pub async fn incr(&self, key: &str, expires_at: i64, now: i64) -> Result<u64, StateError> {
+        match self {
+            Self::Memory(m) => Ok(m.incr(key, expires_at, now)?),
+            Self::Redis(r) => r.incr(key, expires_at).await,
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
         match self {
             Self::Memory(m) => {

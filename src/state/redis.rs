@@ -135,6 +135,25 @@ impl RedisState {
         self.run(&cmd).await
     }
 
+    /// `INCR`, with the key's expiry set when it is created: one counter for every instance.
+    pub async fn incr(&self, key: &str, expires_at: i64) -> Result<u64, StateError> {
+        let key = self.key(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(0)
+            .arg("NX")
+            .arg("EXAT")
+            .arg(expires_at)
+            .ignore()
+            .cmd("INCR")
+            .arg(&key);
+        let mut conn = self.conn.clone();
+        let (n,): (u64,) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(n)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.key(key));

@@ -402,3 +402,47 @@ async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_even
     );
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test -- --include-ignored"]
+async fn a_rate_limit_is_counted_across_instances() -> TestResult {
+    redis_url().ok_or(NEEDS_REDIS)?;
+    let app = spawn_app_with(with_policy(|t| {
+        format!("{t}\n[rate_limits]\nper_client_per_minute = 4\n")
+    }))
+    .await?;
+    let b = app.another_instance().await?;
+    crate::tokens::inside_one_minute().await;
+    let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "tpp-a"),
+        ("scope", "accounts"),
+    ];
+    let mut statuses = Vec::new();
+    for base in [&app.mtls, &b.mtls, &app.mtls, &b.mtls, &app.mtls, &b.mtls] {
+        let res = tpp
+            .http
+            .post(format!("{base}/token"))
+            .form(&form)
+            .send()
+            .await?;
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    // And a client suspended at one instance is refused at the other at once.
+    let out = app.cli(&["clients", "suspend", "tpp-b"])?;
+    assert!(out.status.success());
+    let res = Tpp::new(&app, &app.tpp_b, "tpp-b")?
+        .http
+        .post(format!("{}/token", b.mtls))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "tpp-b"),
+            ("scope", "accounts"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 401);
+    Ok(())
+}

@@ -533,3 +533,60 @@ async fn token_requests_that_are_not_one_clean_form_are_invalid_requests() -> Te
     }
     Ok(())
 }
+
+/// Waits, if needed, so the next few requests fall inside one rate-limit minute.
+pub async fn inside_one_minute() {
+    let now = now();
+    let left = 60 - now.rem_euclid(60);
+    if left < 10 {
+        tokio::time::sleep(std::time::Duration::from_secs(
+            u64::try_from(left).unwrap_or(0) + 1,
+        ))
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_over_its_per_minute_limit_gets_429_with_retry_after() -> TestResult {
+    let app = spawn_app_with(with_policy(|t| {
+        format!("{t}\n[rate_limits]\nper_client_per_minute = 1000\n[rate_limits.clients]\n\"tpp-a\" = 3\n")
+    }))
+    .await?;
+    inside_one_minute().await;
+    for _ in 0..3 {
+        app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    }
+    let res = app
+        .client(&app.tpp_a)?
+        .post(format!("{}/token", app.mtls))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "tpp-a"),
+            ("scope", "accounts"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 429);
+    let retry: i64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or("no Retry-After")?;
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = res.json().await?;
+    assert_eq!(
+        body["Errors"][0]["ErrorCode"],
+        json!("UK.OBIE.Rules.RateLimitExceeded")
+    );
+    // Another client has its own allowance.
+    app.token(&app.tpp_b, "tpp-b", "accounts").await?;
+    let refused = app
+        .audit()
+        .await?
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("rate_limited"))
+        .count();
+    assert_eq!(refused, 1);
+    Ok(())
+}
