@@ -101,7 +101,7 @@ impl KeyRing {
             };
             let key = pki::generate_key(key_type)?;
             let pem = key.private_key_to_pem_pkcs8()?;
-            write_private(&active_path, &pem)?;
+            publish_private(&active_path, &pem)?;
         }
         let active = load_key(&active_path, Some(alg))?;
         // Every other key file is a key rotated out (or the other algorithm's): it signs
@@ -159,21 +159,32 @@ impl KeyRing {
     }
 }
 
-fn write_private(path: &Path, pem: &[u8]) -> Result<(), KeyError> {
+/// Publishes a new key at `path` atomically: written and synced under a temporary name, then
+/// hard-linked into place, which fails if the name exists. Instances starting together on
+/// shared storage thus agree on one key: whoever links first wins, the others load it.
+fn publish_private(path: &Path, pem: &[u8]) -> Result<(), KeyError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let bad = |e: std::io::Error| KeyError::Bad {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
+    let tmp = path.with_extension(format!("pem.tmp-{}", uuid::Uuid::new_v4().simple()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
+        .open(&tmp)
         .map_err(bad)?;
     f.write_all(pem).map_err(bad)?;
-    f.sync_all().map_err(bad)
+    f.sync_all().map_err(bad)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(bad(e)),
+    }
 }
 
 /// Loads a signing key; its algorithm is `alg`, or follows from the key type when `None`.
@@ -266,6 +277,40 @@ mod tests {
         assert_ne!(renewed.active().kid, first.active().kid);
         assert!(renewed.find(&first.active().kid).is_some());
         assert_eq!(renewed.jwks()["keys"].as_array().map(Vec::len), Some(3));
+        Ok(())
+    }
+
+    #[test]
+    fn instances_starting_together_agree_on_one_signing_key() -> Result<(), KeyError> {
+        let dir = tempfile::tempdir().map_err(|e| KeyError::Bad {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        let path = dir.path().to_path_buf();
+        let kids: Vec<Option<String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    scope.spawn(move || {
+                        KeyRing::load_or_create(&path, SigningAlg::Es256)
+                            .ok()
+                            .map(|r| r.active().kid.clone())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .collect()
+        });
+        assert!(
+            kids.iter().all(|k| k.is_some() && *k == kids[0]),
+            "{kids:?}"
+        );
+        let files = std::fs::read_dir(&path)
+            .map(|d| d.count())
+            .unwrap_or_default();
+        assert_eq!(files, 1, "no temporary files left behind");
         Ok(())
     }
 }
