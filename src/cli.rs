@@ -61,6 +61,9 @@ pub enum Command {
     Openapi,
     /// Create or upgrade the database schema.
     Migrate,
+    /// Seed the sandbox bank (customers, accounts, transactions) into an empty database, as
+    /// the embedded default does on first start; passwords go to <data-dir>/sandbox-customers.txt.
+    SandboxSeed,
 }
 
 #[derive(Debug, Subcommand)]
@@ -353,6 +356,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        Command::SandboxSeed => {
+            let s = settings(&cli)?;
+            let store = Store::connect_with(&s.database.url, Migrations::RequireCurrent).await?;
+            match seed_sandbox(&cli, &store).await? {
+                Some(path) => println!("seeded the sandbox bank; passwords in {}", path.display()),
+                None => println!("the sandbox bank is already seeded; nothing changed"),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Openapi => {
             print!("{}", crate::ops::openapi::document());
@@ -678,16 +690,26 @@ async fn prepare_embedded(cli: &Cli, s: &Settings) -> anyhow::Result<()> {
             .insert_client(&new, &clock::ob_datetime(clock::now()))
             .await?;
     }
-    if let Some(credentials) = sandbox::seed(&store, clock::now()).await? {
-        let path = cli.data_dir.join(SANDBOX_CUSTOMERS);
-        let text: String = credentials
-            .iter()
-            .map(|(user, password)| format!("{user} {password}\n"))
-            .collect();
-        write_private(&path, &text)?;
+    if let Some(path) = seed_sandbox(cli, &store).await? {
         tracing::info!(file = %path.display(), "seeded the sandbox bank");
     }
     Ok(())
+}
+
+/// Seeds the sandbox bank if it is empty and writes the customers' passwords; returns where.
+async fn seed_sandbox(cli: &Cli, store: &Store) -> anyhow::Result<Option<PathBuf>> {
+    let Some(credentials) = sandbox::seed(store, clock::now()).await? else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&cli.data_dir)
+        .with_context(|| format!("creating {}", cli.data_dir.display()))?;
+    let path = cli.data_dir.join(SANDBOX_CUSTOMERS);
+    let text: String = credentials
+        .iter()
+        .map(|(user, password)| format!("{user} {password}\n"))
+        .collect();
+    write_private(&path, &text)?;
+    Ok(Some(path))
 }
 
 /// Where the embedded default writes the sandbox customers' passwords.

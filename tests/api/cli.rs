@@ -392,3 +392,60 @@ async fn tpp_consent_flow_walks_a_customer_consent_end_to_end() -> TestResult {
     assert_eq!(res.status(), 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_seed_fills_an_empty_database_once() -> TestResult {
+    let app = spawn_app().await?;
+    let out = app.cli(&["sandbox-seed"])?;
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout)?.contains("already seeded"));
+
+    let (fresh, database) = match postgres_url() {
+        Some(pg) => {
+            let (url, name) = create_database(&pg).await?;
+            (url, Some(name))
+        }
+        None => (format!("sqlite://{}", app.path("fresh.db").display()), None),
+    };
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+            .arg("--config")
+            .arg(&app.config_file)
+            .arg("--data-dir")
+            .arg(app.path("fresh-data"))
+            .args(args)
+            .env("OBGATE_DATABASE_URL", &fresh)
+            .output()
+    };
+    assert!(run(&["migrate"])?.status.success());
+    let out = run(&["sandbox-seed"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwords = std::fs::read_to_string(app.path("fresh-data/sandbox-customers.txt"))?;
+    let users: Vec<&str> = passwords
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(users, ["alice", "bob", "carol"]);
+    let again = run(&["sandbox-seed"])?;
+    assert!(String::from_utf8(again.stdout)?.contains("already seeded"));
+    assert_eq!(
+        std::fs::read_to_string(app.path("fresh-data/sandbox-customers.txt"))?,
+        passwords,
+        "the passwords file is not rewritten"
+    );
+    if let Some(name) = database {
+        let mut admin =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url().unwrap_or_default())
+                .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await?;
+    }
+    Ok(())
+}
