@@ -756,7 +756,19 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     // SIGTERM/SIGINT: the listeners stop accepting, in-flight requests finish (up to 5 s), then
     // whatever the audit writer still holds is written before the process exits.
     app.run_until_stopped().await?;
-    audit.flush().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut held = audit.flush().await;
+    while held > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        held = audit.flush().await;
+    }
+    if held > 0 {
+        tracing::error!(
+            events = held,
+            "stopped with audit events the database would not take"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     tracing::info!("stopped; the audit log is flushed");
     Ok(ExitCode::SUCCESS)
 }

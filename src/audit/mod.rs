@@ -65,25 +65,38 @@ pub struct AuditEvent {
     pub latency_us: u64,
 }
 
+/// Control characters (NUL above all, which PostgreSQL refuses in text) never reach the log:
+/// one unstorable value must not hold back every event after it.
+fn clean(s: String) -> String {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect()
+    } else {
+        s
+    }
+}
+
 impl AuditEvent {
     fn into_record(self, seq: i64, prev_hash: String) -> Result<AuditRecord, AuditError> {
+        let opt = |v: Option<String>| v.map(clean);
         let mut record = AuditRecord {
             seq,
-            ts: self.ts,
-            interaction_id: self.interaction_id,
+            ts: clean(self.ts),
+            interaction_id: clean(self.interaction_id),
             peer_ip: self.peer_ip.map(|ip| ip.to_string()),
-            client_id: self.client_id,
-            cert_thumbprint: self.cert.thumbprint,
-            cert_subject: self.cert.subject,
-            cert_serial: self.cert.serial,
-            method: self.method,
-            route: self.route,
+            client_id: opt(self.client_id),
+            cert_thumbprint: opt(self.cert.thumbprint),
+            cert_subject: opt(self.cert.subject),
+            cert_serial: opt(self.cert.serial),
+            method: clean(self.method),
+            route: clean(self.route),
             status: i64::from(self.status),
             outcome: self.outcome.as_str().to_string(),
-            reason: self.reason,
-            token_jti: self.token_jti,
-            consent_id: self.consent_id,
-            psu: self.psu,
+            reason: opt(self.reason),
+            token_jti: opt(self.token_jti),
+            consent_id: opt(self.consent_id),
+            psu: opt(self.psu),
             latency_us: i64::try_from(self.latency_us).unwrap_or(i64::MAX),
             prev_hash,
             hash: String::new(),
@@ -115,8 +128,9 @@ type Reply = oneshot::Sender<Result<i64, String>>;
 enum Job {
     /// Commit this event; answer `seq`, or why it could not be committed.
     Event(Box<AuditEvent>, Option<Reply>),
-    /// Answer once everything queued before it has been committed (or could not be).
-    Flush(oneshot::Sender<()>),
+    /// Answer, once everything queued before it has been tried, how many events are still
+    /// held back for want of the database.
+    Flush(oneshot::Sender<usize>),
 }
 
 /// Events that could not be committed wait for the database in memory, at most this many.
@@ -170,11 +184,13 @@ impl AuditLog {
 
     /// Waits until every event recorded before this call has been written (or has failed and
     /// waits for a retry): graceful shutdown calls it after the listeners have drained.
-    pub async fn flush(&self) {
+    /// Returns how many events are still held back (0: everything is written).
+    pub async fn flush(&self) -> usize {
         let (done, rx) = oneshot::channel();
-        if self.tx.send(Job::Flush(done)).await.is_ok() {
-            let _ = rx.await;
+        if self.tx.send(Job::Flush(done)).await.is_err() {
+            return 0;
         }
+        rx.await.unwrap_or(0)
     }
 }
 
@@ -226,69 +242,84 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) 
                 }
             }
         }
-        let mut events: Vec<AuditEvent> = std::mem::take(&mut retry);
-        let retried = events.len();
+        // What was held back goes first, oldest first, a batch at a time (a statement has a
+        // bounded number of parameters); new events wait until it is all written.
+        let held = retry.len();
+        let mut held_error = None;
+        while !retry.is_empty() {
+            let n = retry.len().min(MAX_BATCH);
+            match commit(&store, &retry[..n]).await {
+                Ok(seqs) => {
+                    written.inc_by(seqs.len() as u64);
+                    retry.drain(..n);
+                }
+                Err(e) => {
+                    held_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if held > 0 && retry.is_empty() {
+            tracing::info!(events = held, "audit events held back are now committed");
+        }
+        let mut events = Vec::new();
         let mut replies = Vec::new();
         let mut flushes = Vec::new();
         for job in jobs {
             match job {
                 Job::Event(event, reply) => {
-                    replies.push((events.len(), reply));
+                    replies.push(reply);
                     events.push(*event);
                 }
                 Job::Flush(done) => flushes.push(done),
             }
         }
         if !events.is_empty() {
-            match commit(&store, &events).await {
+            let result = match &held_error {
+                Some(e) => Err(format!("earlier audit events are still waiting: {e}")),
+                None => commit(&store, &events).await,
+            };
+            match result {
                 Ok(seqs) => {
                     written.inc_by(seqs.len() as u64);
-                    if retried > 0 {
-                        tracing::info!(
-                            events = retried,
-                            "audit events held back are now committed"
-                        );
-                    }
-                    for (i, reply) in replies {
-                        if let (Some(reply), Some(seq)) = (reply, seqs.get(i)) {
-                            let _ = reply.send(Ok(*seq));
+                    for (reply, seq) in replies.into_iter().zip(seqs) {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(seq));
                         }
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, events = events.len(), "audit commit failed; holding the events for a retry");
                     // A caller told of the failure answers 503: what is kept is that refusal.
-                    for (i, reply) in replies {
+                    for (event, reply) in events.iter_mut().zip(replies) {
                         if let Some(reply) = reply {
                             let _ = reply.send(Err(e.clone()));
-                            if let Some(event) = events.get_mut(i) {
-                                event.status = 503;
-                                event.outcome = Outcome::Denied;
-                                event.reason = Some("audit_unavailable".into());
-                            }
+                            event.status = 503;
+                            event.outcome = Outcome::Denied;
+                            event.reason = Some("audit_unavailable".into());
                         }
                     }
-                    if !open && events.len() == retried {
-                        tracing::error!(
-                            events = events.len(),
-                            "shutting down with audit events the database would not take"
-                        );
-                        return;
-                    }
-                    if events.len() > RETRY_MAX {
-                        let lost = events.len() - RETRY_MAX;
+                    retry.extend(events);
+                    if retry.len() > RETRY_MAX {
+                        let lost = retry.len() - RETRY_MAX;
                         tracing::error!(
                             lost,
                             "audit retry buffer full: the oldest events are lost"
                         );
-                        events.drain(..lost);
+                        retry.drain(..lost);
                     }
-                    retry = events;
                 }
             }
         }
         for done in flushes {
-            let _ = done.send(());
+            let _ = done.send(retry.len());
+        }
+        if !open && held_error.is_some() {
+            tracing::error!(
+                events = retry.len(),
+                "stopping with audit events the database would not take"
+            );
+            return;
         }
     }
 }

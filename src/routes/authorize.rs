@@ -293,6 +293,10 @@ async fn start(
 
 /// Checks a customer's password; the same answer whether the user exists or not.
 async fn password_ok(state: &AppState, username: &str, password: &str) -> Result<bool, PageError> {
+    // Nothing a username could be: refused before it reaches the database.
+    if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
+        return Ok(false);
+    }
     // scrypt costs 32 MiB and tens of milliseconds: a few at a time, whatever arrives.
     let _permit = state.password_checks.acquire().await.map_err(broken)?;
     let customer = state.store.customer(username).await.map_err(broken)?;

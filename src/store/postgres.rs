@@ -30,6 +30,9 @@ const TRANSITION_CONSENT: &str = "UPDATE consents SET status = $1, status_update
 
 type Db = sqlx::Postgres;
 
+/// The advisory lock key that serialises audit appends ("obgate" in ASCII).
+const AUDIT_LOCK: i64 = 0x6f62_6761_7465;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Clone)]
@@ -41,8 +44,13 @@ impl PgStore {
     /// Connects to a `postgres://` URL. With [`Migrations::Apply`] the schema is brought up to
     /// date; with [`Migrations::RequireCurrent`] a schema that is behind or ahead is refused.
     pub async fn connect(url: &str, migrations: Migrations) -> Result<Self, StoreError> {
+        // No statement, and no transaction left open by a stalled instance, may hang for ever.
         let options = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::UnsupportedUrl(crate::config::redact_url(url)))?;
+            .map_err(|_| StoreError::UnsupportedUrl(crate::config::redact_url(url)))?
+            .options([
+                ("statement_timeout", "10s"),
+                ("idle_in_transaction_session_timeout", "10s"),
+            ]);
         let pool: PgPool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(2))
@@ -55,11 +63,18 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    /// A transaction holding the audit table's write lock: appends from every instance are
+    /// A transaction holding the audit chain's lock: appends from every instance are
     /// serialised, so the chain stays one chain.
     async fn begin_audit(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE")
+        // An advisory lock needs no table privilege beyond INSERT (the log can be append-only
+        // for the gateway's role); waiting for it is bounded, so a stuck instance cannot hold
+        // every other one's audit writer.
+        sqlx::query("SET LOCAL lock_timeout = '2s'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
             .execute(&mut *tx)
             .await?;
         Ok(tx)

@@ -1804,6 +1804,32 @@ async fn sign_in_pauses_after_five_failures_and_starts_a_new_session_when_it_suc
         )
         .await?;
     assert_eq!(paused.status, 429, "{}", paused.body);
+    // A username no customer could have (a NUL byte: PostgreSQL refuses it in text) is just a
+    // failed sign-in, and the audit log goes on.
+    let mut odd = Browser::new(&app)?;
+    let page = odd.get("/connected-apps").await?;
+    let nul = odd
+        .post(
+            "/connected-apps/login",
+            &[
+                ("csrf", &page.hidden("csrf")?),
+                ("username", "al\u{0}ice"),
+                ("password", "x"),
+            ],
+        )
+        .await?;
+    assert_eq!(nul.status, 401);
+    assert_eq!(
+        odd.get("/connected-apps").await?.status,
+        200,
+        "the log still takes events"
+    );
+    assert!(
+        app.audit()
+            .await?
+            .iter()
+            .any(|e| e.psu.as_deref() == Some("al\u{fffd}ice"))
+    );
     let events = app.audit().await?;
     let failed = events
         .iter()
