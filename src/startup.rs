@@ -72,9 +72,9 @@ impl Application {
         let metrics = Metrics::new()?;
         let store = Store::connect_with(&settings.database.url, Migrations::RequireCurrent).await?;
         let shared = SharedState::connect(&settings.state.url)?;
-        let now = crate::clock::now().unix_timestamp();
-        for (jti, exp) in store.live_revocations(now).await? {
-            shared.revoke(&jti, exp, now).await?;
+        if let Err(e) = load_revocations(&store, &shared).await {
+            // Tokens are refused (503) until the revocations are in; the keeper below retries.
+            tracing::warn!(error = %e, "could not load revocations into shared state yet");
         }
         let policy = Policy::load(&settings.policy.dir, PROTECTED_ROUTES)?;
         let alg: SigningAlg = settings.oauth.signing_alg.parse()?;
@@ -187,6 +187,9 @@ impl Application {
                     .tcp()
             }
         };
+        tokio::spawn(keep_revocations_loaded(Arc::downgrade(
+            &state.clone().into_inner(),
+        )));
         let server = Server::build()
             .workers(workers)
             .shutdown_timeout(5)
@@ -286,6 +289,34 @@ fn tls_service(
         async move { tls.accept(listener, tcp).await.ok_or(()) }
     })
     .and_then(http.map_err(|_| ()))
+}
+
+/// How soon lost revocations are noticed and reloaded.
+const REVOCATIONS_CHECK: Duration = Duration::from_secs(1);
+
+/// Copies every live revocation from the database into shared state, then marks it complete.
+async fn load_revocations(store: &Store, shared: &SharedState) -> Result<(), StartupError> {
+    let now = crate::clock::now().unix_timestamp();
+    for (jti, exp) in store.live_revocations(now).await? {
+        shared.revoke(&jti, exp, now).await?;
+    }
+    shared.mark_revocations_loaded().await?;
+    Ok(())
+}
+
+/// Reloads the revocations whenever shared state has lost them (Redis restarted without its
+/// data, keys evicted or flushed); until then tokens are refused with 503, never accepted.
+async fn keep_revocations_loaded(state: Weak<AppState>) {
+    loop {
+        tokio::time::sleep(REVOCATIONS_CHECK).await;
+        let Some(state) = state.upgrade() else { return };
+        if let Ok(false) = state.state.revocations_loaded().await {
+            match load_revocations(&state.store, &state.state).await {
+                Ok(()) => tracing::warn!("shared state had lost its revocations; reloaded"),
+                Err(e) => tracing::warn!(error = %e, "could not reload revocations yet"),
+            }
+        }
+    }
 }
 
 async fn refresh_self_signed(store: &Store, tls: &TlsFrontend) -> Result<(), StoreError> {

@@ -12,6 +12,8 @@ pub enum StateError {
     UnsupportedUrl(String),
     #[error("shared state (Redis) is unreachable: {0}")]
     Unavailable(String),
+    #[error("shared state has lost its revocations; they are being reloaded from the database")]
+    RevocationsNotLoaded,
     #[error(
         "shared state is full ({} live entries); refusing new ones",
         memory::MAX_ENTRIES
@@ -118,6 +120,21 @@ impl SharedState {
                 Ok(())
             }
             Self::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// Whether every live revocation is present (always, in process memory).
+    pub async fn revocations_loaded(&self) -> Result<bool, StateError> {
+        match self {
+            Self::Memory(_) => Ok(true),
+            Self::Redis(r) => r.revocations_loaded().await,
+        }
+    }
+
+    pub async fn mark_revocations_loaded(&self) -> Result<(), StateError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(r) => r.mark_revocations_loaded().await,
         }
     }
 

@@ -9,6 +9,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::StateError;
 
+/// The key whose presence says every live revocation is in Redis. It has no expiry.
+const LOADED: &str = "revocations-loaded";
+
 pub struct RedisState {
     conn: ConnectionManager,
     /// Prepended to every key, so several gateways (or test runs) can share one Redis.
@@ -79,10 +82,31 @@ impl RedisState {
         self.run::<()>(&cmd).await
     }
 
+    /// Revoked or not, read together with the marker that says the revocations are all here:
+    /// if Redis lost its data (a restart without persistence, an eviction, a flush), the answer
+    /// is "unknown", never "not revoked".
     pub async fn is_revoked(&self, jti: &str) -> Result<bool, StateError> {
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(self.key(LOADED))
+            .arg(self.key(&format!("revoked:{jti}")));
+        let (loaded, revoked): (Option<String>, Option<String>) = self.run(&cmd).await?;
+        if loaded.is_none() {
+            return Err(StateError::RevocationsNotLoaded);
+        }
+        Ok(revoked.is_some())
+    }
+
+    pub async fn revocations_loaded(&self) -> Result<bool, StateError> {
         let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.key(&format!("revoked:{jti}")));
+        cmd.arg(self.key(LOADED));
         Ok(self.run::<i64>(&cmd).await? > 0)
+    }
+
+    /// Marks the revocations as all present (after they were copied in from the database).
+    pub async fn mark_revocations_loaded(&self) -> Result<(), StateError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(LOADED)).arg(1);
+        self.run::<()>(&cmd).await
     }
 
     pub async fn put_new(

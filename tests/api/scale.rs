@@ -446,3 +446,65 @@ async fn a_rate_limit_is_counted_across_instances() -> TestResult {
     assert_eq!(res.status(), 401);
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test -- --include-ignored"]
+async fn a_revoked_token_stays_refused_when_redis_loses_its_data() -> TestResult {
+    let redis = redis_url().ok_or(NEEDS_REDIS)?;
+    let app = spawn_app().await?;
+    let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let revoked = tpp
+        .http
+        .post(format!("{}/revoke", app.mtls))
+        .form(&[("client_id", "tpp-a"), ("token", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(revoked.status(), 200);
+    // Redis forgets everything of this gateway (a restart without persistence, a flush).
+    let prefix = app
+        .settings
+        .state
+        .url
+        .split("key_prefix=")
+        .nth(1)
+        .ok_or("no key prefix")?
+        .to_string();
+    let client = redis::Client::open(redis.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+
+    let t0 = Instant::now();
+    loop {
+        let check = tpp
+            .http
+            .get(format!("{}{CONSENTS}/aac-none", app.mtls))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .status()
+            .as_u16();
+        assert!(
+            check == 503 || check == 401,
+            "a revoked token must never pass: {check}"
+        );
+        if check == 401 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "revocations not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "revocations reloaded {:?} after Redis lost them",
+        t0.elapsed()
+    );
+    Ok(())
+}
