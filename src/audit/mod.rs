@@ -100,6 +100,7 @@ impl AuditEvent {
             latency_us: i64::try_from(self.latency_us).unwrap_or(i64::MAX),
             prev_hash,
             hash: String::new(),
+            event_id: None,
         };
         record.hash = chain_hash(&record)?;
         Ok(record)
@@ -195,15 +196,23 @@ impl AuditLog {
 }
 
 /// Commits `events` as one batch at the end of the chain; returns their `seq`s.
-async fn commit(store: &Store, events: &[AuditEvent]) -> Result<Vec<i64>, String> {
+/// An event on its way to the log, with an id of its own: if a commit's outcome is unknown
+/// (the connection dropped after COMMIT was sent), the retry skips what did get written.
+struct Pending {
+    id: String,
+    event: AuditEvent,
+}
+
+async fn commit(store: &Store, events: &[Pending]) -> Result<Vec<i64>, String> {
     // The chain continues from the head stored in the database, read under its write lock:
     // other instances may have appended since this one last wrote.
     let chained = store
         .append_audit_chained(|mut seq, mut prev| {
             let mut records = Vec::with_capacity(events.len());
-            for event in events {
+            for pending in events {
                 seq += 1;
-                let record = event.clone().into_record(seq, prev)?;
+                let mut record = pending.event.clone().into_record(seq, prev)?;
+                record.event_id = Some(pending.id.clone());
                 prev = record.hash.clone();
                 records.push(record);
             }
@@ -219,7 +228,7 @@ async fn commit(store: &Store, events: &[AuditEvent]) -> Result<Vec<i64>, String
 
 async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) {
     // Events whose commit failed, oldest first: committed ahead of new ones once it works.
-    let mut retry: Vec<AuditEvent> = Vec::new();
+    let mut retry: Vec<Pending> = Vec::new();
     let mut open = true;
     while open || !retry.is_empty() {
         let mut jobs = Vec::new();
@@ -245,8 +254,22 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) 
         // What was held back goes first, oldest first, a batch at a time (a statement has a
         // bounded number of parameters); new events wait until it is all written.
         let held = retry.len();
-        let mut held_error = None;
-        while !retry.is_empty() {
+        let mut held_error: Option<String> = None;
+        if !retry.is_empty() {
+            let ids: Vec<String> = retry.iter().map(|p| p.id.clone()).collect();
+            match store.audit_event_ids_present(&ids).await {
+                Ok(present) if !present.is_empty() => {
+                    tracing::warn!(
+                        events = present.len(),
+                        "audit events thought lost had been written; not writing them twice"
+                    );
+                    retry.retain(|p| !present.contains(&p.id));
+                }
+                Ok(_) => {}
+                Err(e) => held_error = Some(e.to_string()),
+            }
+        }
+        while held_error.is_none() && !retry.is_empty() {
             let n = retry.len().min(MAX_BATCH);
             match commit(&store, &retry[..n]).await {
                 Ok(seqs) => {
@@ -269,7 +292,10 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) 
             match job {
                 Job::Event(event, reply) => {
                     replies.push(reply);
-                    events.push(*event);
+                    events.push(Pending {
+                        id: uuid::Uuid::new_v4().simple().to_string(),
+                        event: *event,
+                    });
                 }
                 Job::Flush(done) => flushes.push(done),
             }
@@ -291,12 +317,12 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) 
                 Err(e) => {
                     tracing::error!(error = %e, events = events.len(), "audit commit failed; holding the events for a retry");
                     // A caller told of the failure answers 503: what is kept is that refusal.
-                    for (event, reply) in events.iter_mut().zip(replies) {
+                    for (pending, reply) in events.iter_mut().zip(replies) {
                         if let Some(reply) = reply {
                             let _ = reply.send(Err(e.clone()));
-                            event.status = 503;
-                            event.outcome = Outcome::Denied;
-                            event.reason = Some("audit_unavailable".into());
+                            pending.event.status = 503;
+                            pending.event.outcome = Outcome::Denied;
+                            pending.event.reason = Some("audit_unavailable".into());
                         }
                     }
                     retry.extend(events);
@@ -417,6 +443,31 @@ mod tests {
         assert!(check_link(&tampered, 2, &first.hash)?.is_some());
         assert!(check_link(&second, 2, GENESIS)?.is_some());
         assert!(check_link(&second, 3, &first.hash)?.is_some());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_can_tell_which_events_were_written()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store =
+            Store::connect(&format!("sqlite://{}", dir.path().join("a.db").display())).await?;
+        let pending = |route: &str| Pending {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            event: event(route),
+        };
+        let (written, lost) = (pending("/a"), pending("/b"));
+        let seqs = commit(&store, std::slice::from_ref(&written)).await?;
+        assert_eq!(seqs, [1]);
+        let present = store
+            .audit_event_ids_present(&[written.id.clone(), lost.id.clone()])
+            .await?;
+        assert_eq!(present, std::slice::from_ref(&written.id));
+        assert!(
+            commit(&store, &[written]).await.is_err(),
+            "an id is written once"
+        );
+        assert_eq!(verify(&store).await?, Verdict::Intact { last_seq: 1 });
         Ok(())
     }
 }

@@ -152,6 +152,7 @@ delegate! {
     fn live_revocations(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
     fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
     fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    fn audit_event_ids_present(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
 }
 
 /// `applied` must be exactly `known`: anything missing is pending, anything extra is unknown.
@@ -351,6 +352,9 @@ pub struct AuditRecord {
     pub latency_us: i64,
     pub prev_hash: String,
     pub hash: String,
+    /// The writer's own id for the event; not part of the hashed form, not exported.
+    #[serde(skip_serializing)]
+    pub event_id: Option<String>,
 }
 
 /// Filters for reading the audit log; `from`/`to` are RFC 3339 timestamps (inclusive, exclusive).

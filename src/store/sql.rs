@@ -794,7 +794,7 @@ macro_rules! shared_store_methods {
         let mut insert = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO audit_events (seq, ts, interaction_id, peer_ip, client_id, \
              cert_thumbprint, cert_subject, cert_serial, method, route, status, outcome, reason, \
-             token_jti, consent_id, psu, latency_us, prev_hash, hash) ",
+             token_jti, consent_id, psu, latency_us, prev_hash, hash, event_id) ",
         );
         insert.push_values(&batch, |mut row, e| {
             row.push_bind(e.seq)
@@ -815,7 +815,8 @@ macro_rules! shared_store_methods {
                 .push_bind(&e.psu)
                 .push_bind(e.latency_us)
                 .push_bind(&e.prev_hash)
-                .push_bind(&e.hash);
+                .push_bind(&e.hash)
+                .push_bind(&e.event_id);
         });
         insert.build().execute(&mut *tx).await?;
         tx.commit().await?;
@@ -829,6 +830,27 @@ macro_rules! shared_store_methods {
             .await?;
         row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
             .transpose()
+    }
+
+    /// Which of these event ids are already in the log.
+    pub async fn audit_event_ids_present(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut present = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<Db>::new(
+                "SELECT event_id FROM audit_events WHERE event_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            q.push(")");
+            let rows: Vec<(String,)> = q.build_query_as().fetch_all(&self.pool).await?;
+            present.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(present)
     }
 
     /// Events in `seq` order after `q.after_seq`, within the time range, at most `q.limit`.
