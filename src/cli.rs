@@ -453,13 +453,6 @@ fn read_cert(path: &Path) -> anyhow::Result<X509> {
     X509::from_pem(&pem).map_err(|_| anyhow!("{}: not a PEM certificate", path.display()))
 }
 
-fn common_name(cert: &X509) -> Option<String> {
-    cert.subject_name()
-        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-        .next()
-        .and_then(|e| e.data().to_string().ok())
-}
-
 /// Builds a client record for `cert` and checks it can authenticate the way it registers.
 pub fn new_client(
     settings: &Settings,
@@ -479,7 +472,7 @@ pub fn new_client(
     let roles = Role::parse_list(roles).map_err(|e| anyhow!("--roles: {e}"))?;
     let id = match client_id {
         Some(id) => id.to_string(),
-        None => common_name(&cert).ok_or_else(|| {
+        None => pki::common_name(&cert).ok_or_else(|| {
             anyhow!(
                 "{}: no CN to use as client id; pass --client-id",
                 cert_path.display()

@@ -380,6 +380,14 @@ impl DevPki {
     }
 }
 
+/// A certificate's subject CN (the client id a TPP certificate stands for by default).
+pub fn common_name(cert: &openssl::x509::X509Ref) -> Option<String> {
+    cert.subject_name()
+        .entries_by_nid(Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -318,9 +318,6 @@ pub fn client_id_of(cert: &Path) -> anyhow::Result<String> {
     let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
     let x509 = openssl::x509::X509::from_pem(&pem)
         .map_err(|_| anyhow!("{}: not a PEM certificate", cert.display()))?;
-    x509.subject_name()
-        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-        .next()
-        .and_then(|e| e.data().to_string().ok())
+    crate::pki::common_name(&x509)
         .ok_or_else(|| anyhow!("{}: no CN; pass --client-id", cert.display()))
 }

@@ -3,7 +3,6 @@
 //! issued over; rotation a policy setting). Each issues a certificate-bound access token
 //! carrying the consent id.
 
-use openssl::hash::{MessageDigest, hash};
 use serde_json::{Map, Value};
 
 use super::authorize::{
@@ -58,9 +57,7 @@ fn store_failed(e: StoreError) -> OAuthError {
 }
 
 fn refresh_hash(token: &str) -> String {
-    hash(MessageDigest::sha256(), token.as_bytes())
-        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
-        .unwrap_or_default()
+    authorize::digest(token)
 }
 
 fn param<'p>(params: &'p Map<String, Value>, name: &str) -> Option<&'p str> {

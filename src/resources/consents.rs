@@ -1,7 +1,6 @@
 //! Account-access, domestic-payment and funds-confirmation consents in UK Open Banking
 //! Read/Write API v3.1 shapes: validation of the request, storage, and the response body.
 
-use openssl::hash::{MessageDigest, hash};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -579,10 +578,7 @@ pub fn parse_body<K: ConsentKind>(body: &[u8]) -> Result<K::Request, ResourceErr
 }
 
 fn request_hash(body: &Value) -> String {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    hash(MessageDigest::sha256(), &bytes)
-        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
-        .unwrap_or_default()
+    crate::oauth::authorize::digest(&body.to_string())
 }
 
 /// Creates a consent of kind `K` for `client`. With an idempotency key, a repeat of the same

@@ -120,8 +120,5 @@ pub mod codes {
     pub const UNEXPECTED: &str = "UK.OBIE.UnexpectedError";
     pub const CONSENT_MISMATCH: &str = "UK.OBIE.Resource.ConsentMismatch";
     pub const CONSENT_NOT_AUTHORISED: &str = "UK.OBIE.Resource.InvalidConsentStatus";
-    pub const RULES_AFTER_CUTOFF: &str = "UK.OBIE.Rules.FailsControlParameters";
-    pub const RULES_DUPLICATE: &str = "UK.OBIE.Rules.DuplicateReference";
-    pub const FIELD_UNEXPECTED: &str = "UK.OBIE.Field.Unexpected";
     pub const RATE_LIMITED: &str = "UK.OBIE.Rules.RateLimitExceeded";
 }

@@ -91,14 +91,9 @@ fn response(p: &PaymentRecord, base_url: &str) -> Result<Value, ResourceError> {
     }))
 }
 
-/// The outcome of `POST /domestic-payments`: created now, or the earlier response repeated.
-pub enum PaymentOutcome {
-    Created(Value),
-    Repeated(Value),
-}
-
-/// Makes the payment the consent authorised. The same idempotency key with the same body
-/// returns the first response and pays nothing; with another body it is refused.
+/// Makes the payment the consent authorised and returns its response. The same idempotency
+/// key with the same body returns the first response and pays nothing; with another body it
+/// is refused.
 pub async fn create(
     store: &Store,
     client_id: &str,
@@ -107,7 +102,7 @@ pub async fn create(
     idempotency_key: &str,
     base_url: &str,
     now: OffsetDateTime,
-) -> Result<PaymentOutcome, ResourceError> {
+) -> Result<Value, ResourceError> {
     let value: Value = serde_json::from_slice(body).map_err(malformed)?;
     let hash = fingerprint(&value);
     if let Some(existing) = store
@@ -119,7 +114,7 @@ pub async fn create(
                 idempotency_key.to_string(),
             ));
         }
-        return Ok(PaymentOutcome::Repeated(response(&existing, base_url)?));
+        return response(&existing, base_url);
     }
     let request: PaymentRequest = serde_json::from_value(value).map_err(malformed)?;
     same_consent(&request.data.consent_id, consent)?;
@@ -226,16 +221,14 @@ pub async fn create(
         request_hash: hash.clone(),
     };
     match store.create_payment(&record, &transaction).await {
-        Ok(p) => Ok(PaymentOutcome::Created(response(&p, base_url)?)),
+        Ok(p) => response(&p, base_url),
         Err(PaymentRefused::ConsentNotAuthorised(id)) => {
             // A concurrent request with the same key and body may have won the race.
             match store
                 .payment_by_idempotency_key(client_id, idempotency_key)
                 .await?
             {
-                Some(p) if p.request_hash == hash => {
-                    Ok(PaymentOutcome::Repeated(response(&p, base_url)?))
-                }
+                Some(p) if p.request_hash == hash => response(&p, base_url),
                 _ => Err(ResourceError::Forbidden {
                     reason: "consent_consumed",
                     code: CONSENT_NOT_AUTHORISED,

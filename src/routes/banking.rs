@@ -15,7 +15,7 @@ use super::upstream;
 use crate::clock;
 use crate::resources::accounts::{self, TransactionParams};
 use crate::resources::codes;
-use crate::resources::payments::{self, PaymentOutcome};
+use crate::resources::payments;
 use crate::store::ConsentRecord;
 
 fn consent(auth: &Authorized) -> Result<&ConsentRecord, ApiError> {
@@ -174,7 +174,7 @@ pub async fn create_payment(
         .await?;
         return upstream::forward(&req, &auth, up, body, &state).await;
     }
-    let outcome = payments::create(
+    let body = payments::create(
         &state.store,
         auth.client.client_id.as_str(),
         consent(&auth)?,
@@ -184,9 +184,7 @@ pub async fn create_payment(
         clock::now(),
     )
     .await?;
-    let body = match outcome {
-        PaymentOutcome::Created(b) | PaymentOutcome::Repeated(b) => b,
-    };
+
     let location = body["Links"]["Self"]
         .as_str()
         .unwrap_or_default()

@@ -158,20 +158,7 @@ impl IntrospectionResponse {
 }
 
 fn form<T: serde::de::DeserializeOwned>(req: &HttpRequest, body: &Bytes) -> Result<T, OAuthError> {
-    let form_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !form_type {
-        return Err(OAuthError::InvalidRequest(
-            "the body must be application/x-www-form-urlencoded".into(),
-        ));
-    }
+    form_type(req)?;
     serde_urlencoded::from_bytes(body)
         .map_err(|e| OAuthError::InvalidRequest(format!("malformed form body: {e}")))
 }

@@ -40,19 +40,6 @@ impl MemoryState {
             .contains_key(jti)
     }
 
-    /// Stores `value` under `key` until `expires_at`; false (and nothing changed) if a live
-    /// entry already holds the key.
-    pub fn put_new(&self, key: &str, value: &str, expires_at: i64, now: i64) -> Result<bool, Full> {
-        let mut e = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if e.map.get(key).is_some_and(|(_, exp)| *exp > now) {
-            return Ok(false);
-        }
-        e.make_room(now)?;
-        e.map
-            .insert(key.to_string(), (value.to_string(), expires_at));
-        Ok(true)
-    }
-
     /// Stores `value` under `key` until `expires_at`, replacing what was there.
     pub fn put(&self, key: &str, value: &str, expires_at: i64, now: i64) -> Result<(), Full> {
         let mut e = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -151,15 +138,15 @@ mod tests {
     #[test]
     fn entries_are_taken_once_and_expire() {
         let s = MemoryState::default();
-        assert_eq!(s.put_new("k", "v", 100, 0), Ok(true));
-        assert_eq!(s.put_new("k", "w", 100, 0), Ok(false));
+        assert_eq!(s.put("k", "v", 100, 0), Ok(()));
         assert_eq!(s.get("k", 50), Some("v".into()));
         assert_eq!(s.take("k", 50), Some("v".into()));
         assert_eq!(s.take("k", 50), None);
         assert_eq!(s.put("old", "v", 10, 0), Ok(()));
         assert_eq!(s.get("old", 10), None);
         assert_eq!(s.take("old", 20), None);
-        assert_eq!(s.put_new("old", "new", 30, 20), Ok(true));
+        assert_eq!(s.put("old", "new", 30, 20), Ok(()));
+        assert_eq!(s.take("old", 20), Some("new".into()));
     }
 
     #[test]

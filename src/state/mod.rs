@@ -1,7 +1,7 @@
 //! Shared ephemeral state: token revocations, and short-lived entries with an expiry (pushed
-//! authorization requests, authorization codes, customer sessions) that single-use things are
-//! redeemed from atomically. `memory://` keeps it in this
-//! process (the embedded default); a Redis backend shares it across instances.
+//! authorization requests, authorization codes, customer sessions, counters) that single-use
+//! things are redeemed from atomically. `memory://` keeps it in this process (the embedded
+//! default); `redis://` shares it across instances.
 
 pub mod memory;
 pub mod redis;
@@ -59,20 +59,6 @@ impl SharedState {
         match self {
             Self::Memory(m) => Ok(m.is_revoked(jti)),
             Self::Redis(r) => r.is_revoked(jti).await,
-        }
-    }
-
-    /// Stores `value` under `key` until `expires_at` unless a live entry holds the key already.
-    pub async fn put_new(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StateError> {
-        match self {
-            Self::Memory(m) => Ok(m.put_new(key, value, expires_at, now)?),
-            Self::Redis(r) => r.put_new(key, value, expires_at, now).await,
         }
     }
 

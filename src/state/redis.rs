@@ -1,5 +1,6 @@
 //! Shared state in Redis, for several instances: every operation is one atomic Redis command
-//! (`SET NX EXAT`, `GETDEL`, …), so two instances racing for a single-use value cannot both win.
+//! (`GETDEL`, `SET EXAT`, `INCR` in `MULTI`), so two instances racing for a single-use value
+//! cannot both win.
 //! The connection is made lazily and re-made after failures; while Redis is unreachable every
 //! operation fails fast (1 s) and callers answer 503.
 
@@ -107,25 +108,6 @@ impl RedisState {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(LOADED)).arg(1);
         self.run::<()>(&cmd).await
-    }
-
-    pub async fn put_new(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StateError> {
-        if expires_at <= now {
-            return Ok(false);
-        }
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(key))
-            .arg(value)
-            .arg("NX")
-            .arg("EXAT")
-            .arg(expires_at);
-        Ok(self.run::<Option<String>>(&cmd).await?.is_some())
     }
 
     pub async fn put(

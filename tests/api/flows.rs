@@ -1276,11 +1276,19 @@ async fn an_expired_consent_backs_nothing() -> TestResult {
         r#"{{"Data":{{"Permissions":["ReadAccountsBasic"],"ExpirationDateTime":"{expiry}"}},"Risk":{{}}}}"#
     );
     let consent = a.consent(CONSENTS, "accounts", &body).await?;
+    let never_authorised = a.consent(CONSENTS, "accounts", &body).await?;
     let flow = a.par("openid accounts", &consent).await?;
     let cb = customer_decides(&app, &flow.authorize_url, "alice", first, "approve").await?;
     let tokens = a.finish(flow, &cb).await?;
     assert_eq!(a.get(&tokens.access_token, ACCOUNTS).await?.0, 200);
     tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    let late = a.par("openid accounts", &never_authorised).await;
+    assert!(
+        late.as_ref()
+            .is_err_and(|e| e.to_string().contains("expired")),
+        "an expired consent cannot be pushed: {:?}",
+        late.map(|f| f.authorize_url)
+    );
     let (status, err) = a.get(&tokens.access_token, ACCOUNTS).await?;
     assert_eq!(status, 403, "{err}");
     assert!(
@@ -1362,8 +1370,16 @@ fn client_key() -> Res<(openssl::pkey::PKey<openssl::pkey::Private>, Value)> {
 }
 
 fn sign_request(key: &openssl::pkey::PKey<openssl::pkey::Private>, claims: &Value) -> Res<String> {
+    sign_request_typed(key, claims, "oauth-authz-req+jwt")
+}
+
+fn sign_request_typed(
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    claims: &Value,
+    typ: &str,
+) -> Res<String> {
     let der = key.private_key_to_pkcs8()?;
-    let header = json!({"alg": "ES256", "kid": "tpp-key-1", "typ": "oauth-authz-req+jwt"});
+    let header = json!({"alg": "ES256", "kid": "tpp-key-1", "typ": typ});
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let input = format!(
@@ -1480,6 +1496,19 @@ async fn signed_request_objects_are_verified_against_the_clients_keys() -> TestR
         "{body}"
     );
 
+    let (status, body) = raw_par(
+        &tpp,
+        &[
+            ("client_id", "tpp-jar"),
+            ("request", &sign_request_typed(&key, &request, "at+jwt")?),
+        ],
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_request_object")),
+        "a token's typ is not a request object's: {body}"
+    );
     let (other_key, _) = client_key()?;
     let wrong_key = sign_request(&other_key, &request)?;
     let (status, body) =
