@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::config::Settings;
-use crate::oauth::keys::{KeyError, KeyRing, SigningAlg};
+use crate::oauth::keys::{KeyError, SigningAlg, SigningKeys};
 use crate::oauth::metadata;
 use crate::oauth::token::TokenService;
 use crate::ops::{self, Metrics};
@@ -58,6 +58,10 @@ pub enum StartupError {
 /// another process is honoured at the handshake without a restart.
 const SELF_SIGNED_REFRESH: Duration = Duration::from_secs(10);
 
+/// How often the signing keys are re-read from `oauth.keys_dir` (a token naming a key not yet
+/// seen prompts a read at once).
+const KEYS_REFRESH: Duration = Duration::from_secs(10);
+
 pub struct Application {
     server: Server,
     mtls_addr: SocketAddr,
@@ -78,7 +82,7 @@ impl Application {
         }
         let policy = Policy::load(&settings.policy.dir, PROTECTED_ROUTES)?;
         let alg: SigningAlg = settings.oauth.signing_alg.parse()?;
-        let keys = Arc::new(KeyRing::load_or_create(&settings.oauth.keys_dir, alg)?);
+        let keys = Arc::new(SigningKeys::load(&settings.oauth.keys_dir, alg)?);
         let tokens = TokenService::new(
             Arc::clone(&keys),
             settings.server.public_url.clone(),
@@ -106,6 +110,7 @@ impl Application {
         };
         refresh_self_signed(&store, &tls).await?;
         tokio::spawn(keep_self_signed_fresh(store.clone(), Arc::downgrade(&tls)));
+        tokio::spawn(keep_keys_fresh(Arc::downgrade(&keys)));
 
         let metadata = metadata::document(
             &settings.server.public_url,
@@ -114,7 +119,6 @@ impl Application {
             policy.require_signed_request_object(),
         )
         .to_string();
-        let jwks = keys.jwks().to_string();
         let upstream_http = reqwest::Client::builder()
             .tls_backend_native()
             .redirect(reqwest::redirect::Policy::none())
@@ -156,7 +160,6 @@ impl Application {
             audit,
             metrics,
             metadata,
-            jwks,
             upstream_http,
             password_checks: tokio::sync::Semaphore::new(2),
         });
@@ -259,6 +262,7 @@ impl Reloader {
         self.tls.reload(&settings.tls)?;
         self.state.policy.store(Arc::new(policy));
         refresh_self_signed(&self.state.store, &self.tls).await?;
+        self.state.tokens.keys().reload()?;
         Ok(())
     }
 }
@@ -336,6 +340,22 @@ async fn keep_self_signed_fresh(store: Store, tls: Weak<TlsFrontend>) {
         let Some(tls) = tls.upgrade() else { return };
         if let Err(e) = refresh_self_signed(&store, &tls).await {
             tracing::warn!(error = %e, "could not refresh self-signed client certificates");
+        }
+    }
+}
+
+/// Re-reads the signing keys now and then, so instances sharing the keys directory converge on
+/// one active key after a rotation and stop publishing a key an operator deleted.
+async fn keep_keys_fresh(keys: Weak<SigningKeys>) {
+    loop {
+        tokio::time::sleep(KEYS_REFRESH).await;
+        let Some(keys) = keys.upgrade() else { return };
+        match tokio::task::spawn_blocking(move || keys.reload()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "signing keys could not be re-read; the previous keys stay")
+            }
+            Err(e) => tracing::error!(error = %e, "signing-key reload panicked"),
         }
     }
 }

@@ -1,10 +1,18 @@
 //! Token-signing keys and the JWKS. ES256 by default, PS256 configurable (both FAPI-approved).
 //! The active key is `es256.pem` or `ps256.pem` in the keys directory; every other `*.pem` there
-//! is published too, so rotating is: rename the active file, restart (a new key is made), and
-//! delete the old file once the tokens it signed have expired.
+//! is published too, so rotating is: rename the active file (a new key is made at the next
+//! reload), and delete the old file once the tokens it signed have expired.
+//!
+//! Instances that share the directory share the keys: each re-reads it every few seconds, on
+//! SIGHUP, and when a token names a key it does not know (at most once a second), so a token
+//! signed by another instance's new key verifies everywhere, with no restart.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -83,6 +91,67 @@ pub struct SigningKey {
 pub struct KeyRing {
     active: SigningKey,
     others: Vec<SigningKey>,
+    jwks: String,
+}
+
+/// The shortest time between two reads of the keys directory prompted by unknown key ids, so
+/// made-up `kid`s cannot keep the gateway reading files.
+const MIN_UNPROMPTED_GAP: Duration = Duration::from_secs(1);
+
+/// The key ring in force, re-read from the keys directory on demand.
+pub struct SigningKeys {
+    dir: PathBuf,
+    alg: SigningAlg,
+    ring: ArcSwap<KeyRing>,
+    last_load: Mutex<Instant>,
+}
+
+impl SigningKeys {
+    /// Loads the keys in `dir`, creating the key for `alg` if it is missing.
+    pub fn load(dir: &Path, alg: SigningAlg) -> Result<Self, KeyError> {
+        let ring = KeyRing::load_or_create(dir, alg)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            alg,
+            ring: ArcSwap::from_pointee(ring),
+            last_load: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The ring in force.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.load_full()
+    }
+
+    /// Re-reads the directory (making the active key if it was rotated away). On error the
+    /// ring in force stays.
+    pub fn reload(&self) -> Result<(), KeyError> {
+        let mut last = self.last_load.lock().unwrap_or_else(|p| p.into_inner());
+        self.load_into_force(&mut last)
+    }
+
+    /// For a token naming a key this ring lacks: re-reads the directory unless that happened
+    /// within the last second. True if a new ring is in force.
+    pub fn reload_for_unknown_kid(&self) -> bool {
+        let mut last = self.last_load.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() < MIN_UNPROMPTED_GAP {
+            return false;
+        }
+        match self.load_into_force(&mut last) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "signing keys could not be re-read; the previous keys stay");
+                false
+            }
+        }
+    }
+
+    fn load_into_force(&self, last: &mut Instant) -> Result<(), KeyError> {
+        *last = Instant::now();
+        let ring = KeyRing::load_or_create(&self.dir, self.alg)?;
+        self.ring.store(Arc::new(ring));
+        Ok(())
+    }
 }
 
 impl KeyRing {
@@ -119,7 +188,16 @@ impl KeyRing {
             .iter()
             .map(|p| load_key(p, None))
             .collect::<Result<Vec<_>, _>>()?;
-        let ring = Self { active, others };
+        let keys: Vec<&Value> = std::iter::once(&active)
+            .chain(&others)
+            .map(|k| &k.jwk)
+            .collect();
+        let jwks = json!({ "keys": keys }).to_string();
+        let ring = Self {
+            active,
+            others,
+            jwks,
+        };
         ring.self_test()?;
         Ok(ring)
     }
@@ -134,13 +212,9 @@ impl KeyRing {
             .find(|k| k.kid == kid)
     }
 
-    /// The published JWK Set (RFC 7517 §5).
-    pub fn jwks(&self) -> Value {
-        let keys: Vec<&Value> = std::iter::once(&self.active)
-            .chain(&self.others)
-            .map(|k| &k.jwk)
-            .collect();
-        json!({ "keys": keys })
+    /// The published JWK Set (RFC 7517 §5), as served.
+    pub fn jwks(&self) -> &str {
+        &self.jwks
     }
 
     /// Signs and verifies once, so a crypto backend that is missing fails at start, not at the
@@ -263,8 +337,7 @@ mod tests {
         let rotated = KeyRing::load_or_create(dir.path(), SigningAlg::Ps256)?;
         assert_eq!(rotated.active().alg, SigningAlg::Ps256);
         assert!(rotated.find(&first.active().kid).is_some());
-        let jwks = rotated.jwks();
-        assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+        assert_eq!(published(&rotated), 2);
 
         // Rotation within an algorithm: the old key file is renamed, a new one is made, and
         // tokens signed by the old one still verify until it is deleted.
@@ -276,7 +349,52 @@ mod tests {
         let renewed = KeyRing::load_or_create(dir.path(), SigningAlg::Es256)?;
         assert_ne!(renewed.active().kid, first.active().kid);
         assert!(renewed.find(&first.active().kid).is_some());
-        assert_eq!(renewed.jwks()["keys"].as_array().map(Vec::len), Some(3));
+        assert_eq!(published(&renewed), 3);
+        Ok(())
+    }
+
+    fn published(ring: &KeyRing) -> usize {
+        serde_json::from_str::<Value>(ring.jwks())
+            .ok()
+            .and_then(|j| j["keys"].as_array().map(Vec::len))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_key_rotated_on_shared_storage_reaches_the_other_instances() -> Result<(), KeyError> {
+        let dir = tempfile::tempdir().map_err(|e| KeyError::Alg(e.to_string()))?;
+        let a = SigningKeys::load(dir.path(), SigningAlg::Es256)?;
+        let b = SigningKeys::load(dir.path(), SigningAlg::Es256)?;
+        let old = a.ring().active().kid.clone();
+        assert_eq!(b.ring().active().kid, old);
+
+        std::fs::rename(
+            dir.path().join("es256.pem"),
+            dir.path().join("es256-old.pem"),
+        )
+        .map_err(|e| KeyError::Alg(e.to_string()))?;
+        a.reload()?;
+        let new = a.ring().active().kid.clone();
+        assert_ne!(new, old, "a new key signs after the rotation");
+        assert!(a.ring().find(&old).is_some(), "the old key still verifies");
+
+        // b meets a token under the new key: it was loaded just now, so it waits its second.
+        assert!(b.ring().find(&new).is_none());
+        assert!(
+            !b.reload_for_unknown_kid(),
+            "at most one prompted read a second"
+        );
+        std::thread::sleep(MIN_UNPROMPTED_GAP);
+        assert!(b.reload_for_unknown_kid());
+        assert_eq!(b.ring().active().kid, new, "both sign with the one new key");
+        assert!(b.ring().find(&old).is_some());
+        assert_eq!(published(&b.ring()), 2);
+
+        // A file that is not a key: the reload fails and the ring in force stays.
+        std::fs::write(dir.path().join("junk.pem"), "not a key")
+            .map_err(|e| KeyError::Alg(e.to_string()))?;
+        assert!(b.reload().is_err());
+        assert_eq!(b.ring().active().kid, new);
         Ok(())
     }
 

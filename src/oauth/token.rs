@@ -11,7 +11,7 @@ use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::clients::ClientId;
-use super::keys::KeyRing;
+use super::keys::SigningKeys;
 use super::{OAuthError, ScopeSet};
 use crate::state::SharedState;
 use crate::tls::{Thumbprint, VerifiedClientCert};
@@ -185,18 +185,23 @@ pub struct MintedToken {
 
 /// Issues and verifies access tokens for one issuer and audience.
 pub struct TokenService {
-    keys: Arc<KeyRing>,
+    keys: Arc<SigningKeys>,
     issuer: String,
     audience: String,
 }
 
 impl TokenService {
-    pub fn new(keys: Arc<KeyRing>, issuer: String, audience: String) -> Self {
+    pub fn new(keys: Arc<SigningKeys>, issuer: String, audience: String) -> Self {
         Self {
             keys,
             issuer,
             audience,
         }
+    }
+
+    /// The signing keys (for the JWKS and reloads).
+    pub fn keys(&self) -> &Arc<SigningKeys> {
+        &self.keys
     }
 
     /// Mints a token bound to `cert`, valid for `lifetime` seconds from `now`.
@@ -209,7 +214,8 @@ impl TokenService {
         lifetime: i64,
         now: i64,
     ) -> Result<MintedToken, OAuthError> {
-        let key = self.keys.active();
+        let ring = self.keys.ring();
+        let key = ring.active();
         let jti = uuid::Uuid::new_v4().simple().to_string();
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
@@ -249,7 +255,8 @@ impl TokenService {
         lifetime: i64,
         now: i64,
     ) -> Result<String, OAuthError> {
-        let key = self.keys.active();
+        let ring = self.keys.ring();
+        let key = ring.active();
         let claims = IdTokenClaims {
             iss: self.issuer.clone(),
             sub: customer.subject.clone(),
@@ -336,7 +343,12 @@ impl TokenService {
             return Err(TokenRejection::Malformed);
         }
         let kid = header["kid"].as_str().ok_or(TokenRejection::UnknownKey)?;
-        let key = self.keys.find(kid).ok_or(TokenRejection::UnknownKey)?;
+        let mut ring = self.keys.ring();
+        if ring.find(kid).is_none() && self.keys.reload_for_unknown_kid() {
+            // Another instance sharing the keys directory may have rotated its key.
+            ring = self.keys.ring();
+        }
+        let key = ring.find(kid).ok_or(TokenRejection::UnknownKey)?;
         if key.alg.as_str() != alg {
             return Err(TokenRejection::AlgorithmNotAllowed(alg.to_string()));
         }

@@ -27,7 +27,7 @@ pub async fn openid_metadata(state: Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "JWK Set", content_type = "application/json")))]
 #[get("/jwks")]
 pub async fn jwks(state: Data<AppState>) -> HttpResponse {
-    json(state.jwks.clone())
+    json(state.tokens.keys().ring().jwks().to_string())
 }
 
 fn json(body: String) -> HttpResponse {

@@ -34,8 +34,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// RFC 8414 metadata, rendered once.
     pub metadata: String,
-    /// The JWK Set, rendered once.
-    pub jwks: String,
     /// HTTP client for upstream core-banking systems (policy `upstreams`).
     pub upstream_http: reqwest::Client,
     /// Bounds concurrent password checks (each scrypt holds 32 MiB).

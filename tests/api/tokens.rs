@@ -590,3 +590,79 @@ async fn a_client_over_its_per_minute_limit_gets_429_with_retry_after() -> TestR
     assert_eq!(refused, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_key_rotated_at_one_instance_verifies_at_the_other_without_a_restart()
+-> TestResult {
+    let app = spawn_app().await?;
+    let b = app.another_instance().await?;
+    let tpp = crate::flows::Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let at_b = tpp.at(&b);
+    let body: Value = serde_json::from_str(AAC_BODY)?;
+    let before = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+
+    // The operator's rotation on the shared keys directory, then A's SIGHUP.
+    let dir = &app.settings.oauth.keys_dir;
+    std::fs::rename(dir.join("es256.pem"), dir.join("es256-2026-11.pem"))?;
+    app.reloader.reload().await?;
+    let after = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let (old_kid, new_kid) = (
+        header_of(&before)?["kid"].clone(),
+        header_of(&after)?["kid"].clone(),
+    );
+    assert_ne!(
+        old_kid, new_kid,
+        "A signs with a new key after the rotation"
+    );
+
+    // B has never seen the new key: the token prompts it to re-read the directory (at most
+    // once a second, so its first sight may come just too soon after its own start).
+    let t0 = std::time::Instant::now();
+    loop {
+        let (status, v) = at_b.post_json(&after, CONSENTS, None, &body).await?;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 401, "{v}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "B still refuses A's new key after 2 s: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Tokens signed before the rotation still verify everywhere; B publishes both keys.
+    assert_eq!(at_b.post_json(&before, CONSENTS, None, &body).await?.0, 201);
+    assert_eq!(tpp.post_json(&before, CONSENTS, None, &body).await?.0, 201);
+    let jwks: Value = app
+        .anonymous()?
+        .get(format!("{}/jwks", b.public))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let kids: Vec<&Value> = jwks["keys"]
+        .as_array()
+        .ok_or("no keys")?
+        .iter()
+        .map(|k| &k["kid"])
+        .collect();
+    assert!(
+        kids.contains(&&old_kid) && kids.contains(&&new_kid),
+        "{jwks}"
+    );
+
+    // A kid nobody has is still refused, however often it is tried.
+    let [_, payload, signature] = after.split('.').collect::<Vec<_>>()[..] else {
+        return Err("not a JWS".into());
+    };
+    let forged_header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "made-up"});
+    let forged = format!(
+        "{}.{payload}.{signature}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged_header)?)
+    );
+    for _ in 0..3 {
+        let res = consent_get(&app, &app.tpp_a, &forged).await?;
+        expect_invalid_token(res, "kid").await?;
+    }
+    Ok(())
+}
