@@ -820,3 +820,40 @@ Customers manage what they shared at {public}/connected-apps
         customers_file = customers_file.display(),
     )
 }
+
+/// The message for an error that ends a command: each cause once. Many errors repeat their
+/// cause in their own text ("database: connection refused"), so a cause the message already
+/// holds is left out.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let pki = pki::PkiError::Io {
+            path: PathBuf::from("/data/pki/demo-tpp.pem"),
+            source: io,
+        };
+        let e = anyhow::Error::new(pki).context("registering demo-tpp");
+        assert_eq!(
+            report(&e),
+            "registering demo-tpp: /data/pki/demo-tpp.pem: No such file"
+        );
+    }
+}
