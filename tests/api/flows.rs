@@ -486,44 +486,11 @@ async fn a_full_account_information_journey_shares_only_what_the_customer_chose(
 async fn a_full_payment_journey_pays_once_whatever_is_retried() -> TestResult {
     let app = spawn_app().await?;
     let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
-    let consent_body = payment_body("25.50");
-    let consent = tpp
-        .consent(PAYMENT_CONSENTS, "payments", &consent_body)
-        .await?;
-    let flow = tpp.par("openid payments", &consent).await?;
-    let mut b = Browser::new(&app)?;
-    let login = b.get(&flow.authorize_url).await?;
-    let csrf = login.hidden("csrf")?;
-    let pw = password(&app, "bob")?;
-    let page = b
-        .post(
-            "/authorize/login",
-            &[("csrf", &csrf), ("username", "bob"), ("password", &pw)],
-        )
-        .await?;
-    assert!(
-        page.body.contains("25.50 GBP") && page.body.contains("ACME Inc"),
-        "the payment is shown"
-    );
-    let account = page
-        .accounts()
-        .first()
-        .cloned()
-        .ok_or("no account offered")?;
-    let csrf = page.hidden("csrf")?;
-    let done = b
-        .post(
-            "/authorize/decision",
-            &[
-                ("csrf", &csrf),
-                ("decision", "approve"),
-                ("account", &account),
-            ],
-        )
-        .await?;
-    let tokens = tpp
-        .finish(flow, &done.location.ok_or("no redirect")?)
-        .await?;
+    let AuthorisedPayment {
+        account,
+        tokens,
+        payment,
+    } = authorised_payment(&app, &tpp, "25.50").await?;
 
     let before = app
         .store
@@ -531,11 +498,6 @@ async fn a_full_payment_journey_pays_once_whatever_is_retried() -> TestResult {
         .await?
         .ok_or("no account")?
         .balance_minor;
-    let consent_json: Value = serde_json::from_str(&consent_body)?;
-    let payment = json!({
-        "Data": {"ConsentId": consent, "Initiation": consent_json["Data"]["Initiation"]},
-        "Risk": consent_json["Risk"],
-    });
     let key = uuid();
     let (status, first) = tpp
         .post_json(&tokens.access_token, PAYMENTS, Some(&key), &payment)
@@ -592,6 +554,51 @@ async fn a_full_payment_journey_pays_once_whatever_is_retried() -> TestResult {
     let other = Tpp::new(&app, &app.tpp_b, "tpp-b")?;
     let cc_b = app.token(&app.tpp_b, "tpp-b", "payments").await?;
     assert_eq!(other.get(&cc_b, &format!("{PAYMENTS}/{id}")).await?.0, 404);
+    Ok(())
+}
+
+/// The idempotency key holds across instances: the same payment sent to two at once (a TPP's
+/// retry that the load balancer sent elsewhere) pays once, and both get that payment.
+#[tokio::test]
+async fn one_payment_sent_to_two_instances_at_once_pays_once() -> TestResult {
+    let app = spawn_app().await?;
+    let b = app.another_instance().await?;
+    let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let at_b = tpp.at(&b);
+    for round in 0..3 {
+        let p = authorised_payment(&app, &tpp, "12.34").await?;
+        let balance = || async {
+            Res::<i64>::Ok(
+                app.store
+                    .account(&p.account)
+                    .await?
+                    .ok_or("no account")?
+                    .balance_minor,
+            )
+        };
+        let before = balance().await?;
+        let key = uuid();
+        let token = &p.tokens.access_token;
+        let (at_a, at_b) = tokio::join!(
+            tpp.post_json(token, PAYMENTS, Some(&key), &p.payment),
+            at_b.post_json(token, PAYMENTS, Some(&key), &p.payment),
+        );
+        let (at_a, at_b) = (at_a?, at_b?);
+        assert_eq!(
+            (at_a.0, at_b.0),
+            (201, 201),
+            "round {round}: {at_a:?} {at_b:?}"
+        );
+        assert_eq!(
+            at_a.1["Data"]["DomesticPaymentId"], at_b.1["Data"]["DomesticPaymentId"],
+            "round {round}: one payment"
+        );
+        assert_eq!(
+            before - balance().await?,
+            1_234,
+            "round {round}: debited once"
+        );
+    }
     Ok(())
 }
 
@@ -693,6 +700,69 @@ fn claims(consent: &str) -> String {
 
 pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// A domestic-payment consent bob has authorised from his first account, the tokens for it,
+/// and the payment request that matches it.
+pub struct AuthorisedPayment {
+    pub account: String,
+    pub tokens: FlowTokens,
+    pub payment: Value,
+}
+
+pub async fn authorised_payment(
+    app: &TestApp,
+    tpp: &Tpp<'_>,
+    amount: &str,
+) -> Res<AuthorisedPayment> {
+    let consent_body = payment_body(amount);
+    let consent = tpp
+        .consent(PAYMENT_CONSENTS, "payments", &consent_body)
+        .await?;
+    let flow = tpp.par("openid payments", &consent).await?;
+    let mut b = Browser::new(app)?;
+    let login = b.get(&flow.authorize_url).await?;
+    let csrf = login.hidden("csrf")?;
+    let pw = password(app, "bob")?;
+    let page = b
+        .post(
+            "/authorize/login",
+            &[("csrf", &csrf), ("username", "bob"), ("password", &pw)],
+        )
+        .await?;
+    assert!(
+        page.body.contains(&format!("{amount} GBP")) && page.body.contains("ACME Inc"),
+        "the payment is shown"
+    );
+    let account = page
+        .accounts()
+        .first()
+        .cloned()
+        .ok_or("no account offered")?;
+    let csrf = page.hidden("csrf")?;
+    let done = b
+        .post(
+            "/authorize/decision",
+            &[
+                ("csrf", &csrf),
+                ("decision", "approve"),
+                ("account", &account),
+            ],
+        )
+        .await?;
+    let tokens = tpp
+        .finish(flow, &done.location.ok_or("no redirect")?)
+        .await?;
+    let consent_json: Value = serde_json::from_str(&consent_body)?;
+    let payment = json!({
+        "Data": {"ConsentId": consent, "Initiation": consent_json["Data"]["Initiation"]},
+        "Risk": consent_json["Risk"],
+    });
+    Ok(AuthorisedPayment {
+        account,
+        tokens,
+        payment,
+    })
+}
 
 /// PAR with a known PKCE pair, the customer approves; returns the code.
 pub async fn code_for(tpp: &Tpp<'_>, consent: &str) -> Res<String> {
