@@ -3,6 +3,12 @@
 //! /proc, so the client's own work is not counted).
 //!
 //!     cargo bench --bench load            # BENCH_N=2000 to change the count
+//!
+//! On the production backends instead of SQLite and in-process state (a fresh database is
+//! created, migrated and dropped; Redis keys get a prefix of their own):
+//!
+//!     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     BENCH_STATE_URL=redis://127.0.0.1:6379 cargo bench --bench load
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -35,6 +41,82 @@ struct Server {
     public: u16,
 }
 
+/// A PostgreSQL database made for this run, dropped after it.
+struct BenchDatabase {
+    server_url: String,
+    name: String,
+}
+
+impl BenchDatabase {
+    fn create(server_url: &str) -> Res<(Self, String)> {
+        let mut b = [0u8; 6];
+        openssl::rand::rand_bytes(&mut b)?;
+        let name = format!(
+            "obgate_bench_{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        );
+        admin(server_url, &format!("CREATE DATABASE {name}"))?;
+        let base = server_url.split_once('?').map_or(server_url, |(b, _)| b);
+        let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+        let url = format!("{server}/{name}");
+        let db = Self {
+            server_url: server_url.to_string(),
+            name,
+        };
+        Ok((db, url))
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        if let Err(e) = admin(&self.server_url, &format!("DROP DATABASE {}", self.name)) {
+            eprintln!("could not drop database {}: {e}", self.name);
+        }
+    }
+}
+
+fn admin(url: &str, statement: &str) -> Res<()> {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    })
+}
+
+type Env = Vec<(&'static str, String)>;
+
+/// `OBGATE_*` variables for the backends chosen by `BENCH_DATABASE_URL` and `BENCH_STATE_URL`.
+fn backends() -> Res<(Option<BenchDatabase>, Env)> {
+    let mut env = Vec::new();
+    let database = match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let (db, url) = BenchDatabase::create(&url)?;
+            env.push(("OBGATE_DATABASE_URL", url));
+            Some(db)
+        }
+        _ => None,
+    };
+    if let Ok(url) = std::env::var("BENCH_STATE_URL")
+        && !url.is_empty()
+    {
+        let mut b = [0u8; 6];
+        openssl::rand::rand_bytes(&mut b)?;
+        let prefix: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        env.push((
+            "OBGATE_STATE_URL",
+            format!("{url}{sep}key_prefix=obgate-bench-{prefix}:"),
+        ));
+    }
+    Ok((database, env))
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -42,7 +124,7 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &Path) -> Res<Server> {
+fn start(dir: &Path, env: &[(&str, String)]) -> Res<Server> {
     let (mtls, public, ops) = (free_port()?, free_port()?, free_port()?);
     let config = dir.join("bench.toml");
     std::fs::write(
@@ -54,6 +136,18 @@ fn start(dir: &Path) -> Res<Server> {
             concat!(env!("CARGO_MANIFEST_DIR"), "/policies")
         ),
     )?;
+    if env.iter().any(|(k, _)| *k == "OBGATE_DATABASE_URL") {
+        let migrated = Command::new(env!("CARGO_BIN_EXE_obgate"))
+            .arg("--config")
+            .arg(&config)
+            .arg("migrate")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .status()?;
+        if !migrated.success() {
+            return Err("obgate migrate failed".into());
+        }
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_obgate"))
         .arg("--config")
         .arg(&config)
@@ -61,6 +155,7 @@ fn start(dir: &Path) -> Res<Server> {
         .arg(dir.join("data"))
         .arg("serve")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .spawn()?;
     let server = Server {
@@ -251,12 +346,22 @@ fn main() -> Res<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let dir = tempfile::tempdir()?;
-    let server = start(dir.path())?;
+    let (_database, env) = backends()?;
+    let server = start(dir.path(), &env)?;
     let pid = server.child.id();
     let port = server.mtls;
+    let on = |var: &str, set: &'static str, unset: &'static str| {
+        if env.iter().any(|(k, _)| *k == var) {
+            set
+        } else {
+            unset
+        }
+    };
     println!(
-        "obgate {} (release), one worker, pid {pid}",
-        env!("CARGO_PKG_VERSION")
+        "obgate {} (release), one worker, pid {pid}; database {}, state {}",
+        env!("CARGO_PKG_VERSION"),
+        on("OBGATE_DATABASE_URL", "PostgreSQL", "SQLite"),
+        on("OBGATE_STATE_URL", "Redis", "in-process"),
     );
 
     let handshakes = [
