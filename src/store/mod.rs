@@ -1,6 +1,7 @@
 //! Durable storage: the client registry, consents, token revocations and the audit log.
 //! The backend is chosen from the database URL's scheme; an unknown scheme is refused.
 
+mod breaker;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -33,12 +34,15 @@ pub enum StoreError {
     Conflict(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    #[error("database: unreachable a moment ago; not tried again yet")]
+    Unreachable,
 }
 
 impl StoreError {
     /// The database could not be reached (as opposed to refusing a statement).
     pub fn is_unavailable(&self) -> bool {
         match self {
+            Self::Unreachable => true,
             Self::Db(
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
@@ -53,6 +57,23 @@ impl StoreError {
                 .is_some_and(|c| c.starts_with("08") || c.starts_with("57") || c.starts_with("53")),
             _ => false,
         }
+    }
+}
+
+/// Errors that can say the database was unreachable, for the breaker.
+trait Unreachable {
+    fn unreachable(&self) -> bool;
+}
+
+impl Unreachable for StoreError {
+    fn unreachable(&self) -> bool {
+        self.is_unavailable()
+    }
+}
+
+impl Unreachable for PaymentRefused {
+    fn unreachable(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_unavailable())
     }
 }
 
@@ -98,7 +119,12 @@ impl Store {
     ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
         match self {
             Self::Sqlite(s) => s.append_audit_chained(chain).await,
-            Self::Postgres(p) => p.append_audit_chained(chain).await,
+            Self::Postgres(p) => {
+                p.admit()?;
+                let result = p.append_audit_chained(chain).await;
+                p.observe(result.as_ref().is_err_and(StoreError::is_unavailable));
+                result
+            }
         }
     }
 }
@@ -111,7 +137,12 @@ macro_rules! delegate {
                 pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match self {
                         Self::Sqlite(s) => s.$name($($arg),*).await,
-                        Self::Postgres(p) => p.$name($($arg),*).await,
+                        Self::Postgres(p) => {
+                            p.admit()?;
+                            let result = p.$name($($arg),*).await;
+                            p.observe(result.as_ref().is_err_and(|e| e.unreachable()));
+                            result
+                        }
                     }
                 }
             )*

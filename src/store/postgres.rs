@@ -2,11 +2,13 @@
 //! schema; `obgate serve` refuses a database whose schema is behind or ahead of this binary.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgPool as Pool, Row};
 
+use super::breaker::{Breaker, Check};
 use super::sql::{ClientRow, shared_store_methods};
 use super::{
     AccountRecord, AuditQuery, AuditRecord, CertRecord, ConsentRecord, CustomerRecord, GrantRecord,
@@ -38,9 +40,46 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    breaker: Arc<Breaker>,
 }
 
+/// After the database was found unreachable, how long calls fail at once before one tries it
+/// again (without this each would wait out the pool's acquire timeout).
+const FAIL_FAST_FOR: Duration = Duration::from_millis(500);
+
+/// How long the probe's `SELECT 1` may take before the database counts as still away.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
 impl PgStore {
+    /// Whether to call the database now (see [`Breaker`]). The probe is a `SELECT 1` in the
+    /// background, bounded by [`PROBE_TIMEOUT`], so no caller waits on a database still away.
+    pub(super) fn admit(&self) -> Result<(), StoreError> {
+        match self.breaker.check() {
+            Check::Closed => Ok(()),
+            Check::Open => Err(StoreError::Unreachable),
+            Check::ProbeDue => {
+                let (pool, breaker) = (self.pool.clone(), Arc::clone(&self.breaker));
+                tokio::spawn(async move {
+                    let ping = sqlx::query("SELECT 1").execute(&pool);
+                    let answered = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(e)) => !StoreError::from(e).is_unavailable(),
+                        Err(_) => false,
+                    };
+                    breaker.probed(answered);
+                });
+                Err(StoreError::Unreachable)
+            }
+        }
+    }
+
+    /// After a call: trips the breaker if it found the database unreachable.
+    pub(super) fn observe(&self, unreachable: bool) {
+        if unreachable {
+            self.breaker.trip();
+        }
+    }
+
     /// Connects to a `postgres://` URL. With [`Migrations::Apply`] the schema is brought up to
     /// date; with [`Migrations::RequireCurrent`] a schema that is behind or ahead is refused.
     pub async fn connect(url: &str, migrations: Migrations) -> Result<Self, StoreError> {
@@ -60,7 +99,10 @@ impl PgStore {
             Migrations::Apply => MIGRATOR.run(&pool).await.map_err(super::migrate_error)?,
             Migrations::RequireCurrent => require_current(&pool).await?,
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            breaker: Arc::new(Breaker::new(FAIL_FAST_FOR)),
+        })
     }
 
     /// A transaction holding the audit chain's lock: appends from every instance are

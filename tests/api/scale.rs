@@ -126,8 +126,9 @@ async fn one_code_redeemed_at_two_instances_at_once_yields_exactly_one_token() -
     Ok(())
 }
 
-/// A TCP relay in front of Redis that can be cut and restored, so the test can take shared
-/// state away from a running gateway without touching the machine's Redis.
+/// A TCP relay in front of Redis or PostgreSQL that can be cut and restored, so a test can take
+/// a service away from a running gateway without touching the machine's. Cut, it closes its
+/// port (new connections are refused, as with a stopped server) and ends every connection.
 struct Relay {
     addr: std::net::SocketAddr,
     up: watch::Sender<bool>,
@@ -137,14 +138,36 @@ impl Relay {
     async fn start(target: String) -> Res<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (up, watch_up) = watch::channel(true);
+        let (up, mut watch_up) = watch::channel(true);
         let target = Arc::new(target);
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut alive = watch_up.clone();
-                if !*alive.borrow() {
+            let mut listener = Some(listener);
+            loop {
+                let Some(l) = &listener else {
+                    // Down: the port is closed until the relay is restored.
+                    if watch_up.wait_for(|up| *up).await.is_err() {
+                        return;
+                    }
+                    match TcpListener::bind(addr).await {
+                        Ok(l) => listener = Some(l),
+                        Err(_) => return,
+                    }
                     continue;
-                }
+                };
+                let accepted = tokio::select! {
+                    accepted = l.accept() => accepted,
+                    changed = watch_up.wait_for(|up| !*up) => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        listener = None;
+                        continue;
+                    }
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
+                let mut alive = watch_up.clone();
                 let target = Arc::clone(&target);
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target.as_str()).await else {
@@ -343,6 +366,17 @@ async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_even
     let detected = t0.elapsed();
     assert_eq!(during.1, 503, "no data while the database is gone");
     sent.push(during);
+    // The first call waits out the pool (refused connections are retried for up to 2 s); once
+    // the database is known to be away, calls are answered without waiting for it.
+    let t0 = Instant::now();
+    let again = call("during-again").await?;
+    let fail_fast = t0.elapsed();
+    assert_eq!(again.1, 503);
+    sent.push(again);
+    assert!(
+        fail_fast < Duration::from_secs(1),
+        "a known outage still waits on the pool: {fail_fast:?}"
+    );
     let ready = reqwest::get(format!("{}/readyz", app.ops)).await?.status();
     assert_eq!(ready, 503);
 
@@ -398,7 +432,8 @@ async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_even
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!(
-        "database outage answered 503 after {detected:?}; service back {recovered:?} after the database"
+        "database outage answered 503 after {detected:?} (the next call after {fail_fast:?}); \
+         service back {recovered:?} after the database"
     );
     Ok(())
 }
