@@ -60,20 +60,23 @@ impl StoreError {
     }
 }
 
-/// Errors that can say the database was unreachable, for the breaker.
-trait Unreachable {
-    fn unreachable(&self) -> bool;
+/// Errors that may carry a database error, for the PostgreSQL breaker to judge.
+trait StoreFailure {
+    fn store_error(&self) -> Option<&StoreError>;
 }
 
-impl Unreachable for StoreError {
-    fn unreachable(&self) -> bool {
-        self.is_unavailable()
+impl StoreFailure for StoreError {
+    fn store_error(&self) -> Option<&StoreError> {
+        Some(self)
     }
 }
 
-impl Unreachable for PaymentRefused {
-    fn unreachable(&self) -> bool {
-        matches!(self, Self::Store(e) if e.is_unavailable())
+impl StoreFailure for PaymentRefused {
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Self::Store(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -122,7 +125,7 @@ impl Store {
             Self::Postgres(p) => {
                 p.admit()?;
                 let result = p.append_audit_chained(chain).await;
-                p.observe(result.as_ref().is_err_and(StoreError::is_unavailable));
+                p.observe(result.as_ref().err());
                 result
             }
         }
@@ -140,7 +143,7 @@ macro_rules! delegate {
                         Self::Postgres(p) => {
                             p.admit()?;
                             let result = p.$name($($arg),*).await;
-                            p.observe(result.as_ref().is_err_and(|e| e.unreachable()));
+                            p.observe(result.as_ref().err().and_then(StoreFailure::store_error));
                             result
                         }
                     }

@@ -47,8 +47,32 @@ pub struct PgStore {
 /// again (without this each would wait out the pool's acquire timeout).
 const FAIL_FAST_FOR: Duration = Duration::from_millis(500);
 
-/// How long the probe's `SELECT 1` may take before the database counts as still away.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long the probe's `SELECT 1` may take before the database counts as still away. Nobody
+/// waits on the probe, so this can allow for a new connection's TLS and authentication.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections in the pool: a pool that times out with fewer open could not open one.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// Reports a probe that never answered (its task dropped with the runtime it ran on) as a
+/// failed one, so the breaker does not wait for it for ever and the next call probes again.
+struct ProbeGuard(Option<Arc<Breaker>>);
+
+impl ProbeGuard {
+    fn report(mut self, answered: bool) {
+        if let Some(breaker) = self.0.take() {
+            breaker.probed(answered);
+        }
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.0.take() {
+            breaker.probed(false);
+        }
+    }
+}
 
 impl PgStore {
     /// Whether to call the database now (see [`Breaker`]). The probe is a `SELECT 1` in the
@@ -58,24 +82,25 @@ impl PgStore {
             Check::Closed => Ok(()),
             Check::Open => Err(StoreError::Unreachable),
             Check::ProbeDue => {
-                let (pool, breaker) = (self.pool.clone(), Arc::clone(&self.breaker));
+                let pool = self.pool.clone();
+                let guard = ProbeGuard(Some(Arc::clone(&self.breaker)));
                 tokio::spawn(async move {
                     let ping = sqlx::query("SELECT 1").execute(&pool);
                     let answered = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
                         Ok(Ok(_)) => true,
-                        Ok(Err(e)) => !StoreError::from(e).is_unavailable(),
+                        Ok(Err(e)) => !outage(&StoreError::from(e), &pool),
                         Err(_) => false,
                     };
-                    breaker.probed(answered);
+                    guard.report(answered);
                 });
                 Err(StoreError::Unreachable)
             }
         }
     }
 
-    /// After a call: trips the breaker if it found the database unreachable.
-    pub(super) fn observe(&self, unreachable: bool) {
-        if unreachable {
+    /// After a call: trips the breaker if its error says the database is away.
+    pub(super) fn observe(&self, error: Option<&StoreError>) {
+        if error.is_some_and(|e| outage(e, &self.pool)) {
             self.breaker.trip();
         }
     }
@@ -91,7 +116,7 @@ impl PgStore {
                 ("idle_in_transaction_session_timeout", "10s"),
             ]);
         let pool: PgPool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await?;
@@ -125,6 +150,25 @@ impl PgStore {
     shared_store_methods!();
 }
 
+/// Whether `e` says the database is away, as opposed to busy or refusing one statement: only
+/// then may calls fail fast. A query cancelled by its timeout, a full disk or a pool whose
+/// connections are all busy is not an outage.
+fn outage(e: &StoreError, pool: &PgPool) -> bool {
+    match e {
+        StoreError::Db(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed) => {
+            true
+        }
+        // sqlx retries a refused connection until the acquire timeout, then says this.
+        StoreError::Db(sqlx::Error::PoolTimedOut) => pool.size() < MAX_CONNECTIONS,
+        // Connection exceptions (08), the server shutting down or starting (57P01-57P03),
+        // too many connections (53300).
+        StoreError::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 /// The applied migrations must be exactly the ones this binary knows.
 async fn require_current(pool: &PgPool) -> Result<(), StoreError> {
     let exists: Option<String> =
@@ -140,4 +184,39 @@ async fn require_current(pool: &PgPool) -> Result<(), StoreError> {
     };
     let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
     super::check_versions(&applied, &known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_dropped_unanswered_counts_as_failed_so_the_next_call_probes_again() {
+        const WINDOW: Duration = Duration::from_millis(5);
+        let breaker = Arc::new(Breaker::new(WINDOW));
+        breaker.trip();
+        std::thread::sleep(WINDOW);
+        assert_eq!(breaker.check(), Check::ProbeDue);
+        drop(ProbeGuard(Some(Arc::clone(&breaker))));
+        std::thread::sleep(WINDOW);
+        assert_eq!(breaker.check(), Check::ProbeDue, "not waiting for ever");
+        ProbeGuard(Some(Arc::clone(&breaker))).report(true);
+        assert_eq!(breaker.check(), Check::Closed);
+    }
+
+    #[tokio::test]
+    async fn only_an_unreachable_database_is_an_outage() -> Result<(), StoreError> {
+        // Nothing listens here; the pool connects lazily, so it holds no connection.
+        let pool = PgPoolOptions::new().connect_lazy("postgres://obgate@127.0.0.1:9/none")?;
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(outage(&StoreError::Db(sqlx::Error::Io(refused)), &pool));
+        assert!(
+            outage(&StoreError::Db(sqlx::Error::PoolTimedOut), &pool),
+            "timed out with room in the pool: no connection could be opened"
+        );
+        assert!(!outage(&StoreError::Db(sqlx::Error::RowNotFound), &pool));
+        assert!(!outage(&StoreError::Corrupt("x".into()), &pool));
+        assert!(!outage(&StoreError::Conflict("x".into()), &pool));
+        Ok(())
+    }
 }
