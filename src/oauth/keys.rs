@@ -5,7 +5,11 @@
 //!
 //! Instances that share the directory share the keys: each re-reads it every few seconds, on
 //! SIGHUP, and when a token names a key it does not know (at most once a second), so a token
-//! signed by another instance's new key verifies everywhere, with no restart.
+//! signed by another instance's new key verifies everywhere, with no restart. The instance that
+//! makes the new key signs with it at once; the others publish it in their JWKS at their next
+//! read (within 10 s), which is why the old key stays published. An operator installing a key
+//! of their own copies the active file to a rotated name, then renames the new key over the
+//! active name: no instance reads half a file or finds the active key missing meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -96,25 +100,29 @@ pub struct KeyRing {
 
 /// The shortest time between two reads of the keys directory prompted by unknown key ids, so
 /// made-up `kid`s cannot keep the gateway reading files.
-const MIN_UNPROMPTED_GAP: Duration = Duration::from_secs(1);
+const MIN_PROMPTED_GAP: Duration = Duration::from_secs(1);
 
 /// The key ring in force, re-read from the keys directory on demand.
 pub struct SigningKeys {
     dir: PathBuf,
     alg: SigningAlg,
     ring: ArcSwap<KeyRing>,
-    last_load: Mutex<Instant>,
+    /// Held while the directory is read, so rings are put in force in the order they were read.
+    loading: Mutex<()>,
+    /// When an unknown key id last prompted a read.
+    last_prompted: Mutex<Option<Instant>>,
 }
 
 impl SigningKeys {
     /// Loads the keys in `dir`, creating the key for `alg` if it is missing.
     pub fn load(dir: &Path, alg: SigningAlg) -> Result<Self, KeyError> {
-        let ring = KeyRing::load_or_create(dir, alg)?;
+        let ring = KeyRing::load(dir, alg, Load::Start)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             alg,
             ring: ArcSwap::from_pointee(ring),
-            last_load: Mutex::new(Instant::now()),
+            loading: Mutex::new(()),
+            last_prompted: Mutex::new(None),
         })
     }
 
@@ -126,44 +134,76 @@ impl SigningKeys {
     /// Re-reads the directory (making the active key if it was rotated away). On error the
     /// ring in force stays.
     pub fn reload(&self) -> Result<(), KeyError> {
-        let mut last = self.last_load.lock().unwrap_or_else(|p| p.into_inner());
-        self.load_into_force(&mut last)
-    }
-
-    /// For a token naming a key this ring lacks: re-reads the directory unless that happened
-    /// within the last second. True if a new ring is in force.
-    pub fn reload_for_unknown_kid(&self) -> bool {
-        let mut last = self.last_load.lock().unwrap_or_else(|p| p.into_inner());
-        if last.elapsed() < MIN_UNPROMPTED_GAP {
-            return false;
-        }
-        match self.load_into_force(&mut last) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "signing keys could not be re-read; the previous keys stay");
-                false
-            }
-        }
-    }
-
-    fn load_into_force(&self, last: &mut Instant) -> Result<(), KeyError> {
-        *last = Instant::now();
-        let ring = KeyRing::load_or_create(&self.dir, self.alg)?;
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = KeyRing::load(&self.dir, self.alg, Load::Reload)?;
         self.ring.store(Arc::new(ring));
         Ok(())
     }
+
+    /// For a token naming a key the ring in force lacks: re-reads the directory (a few small
+    /// files), unless an unknown key id prompted that within the last second, and returns the
+    /// ring then in force.
+    pub fn ring_after_unknown_kid(&self) -> Arc<KeyRing> {
+        let due = {
+            let mut last = self.last_prompted.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= MIN_PROMPTED_GAP);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due && let Err(e) = self.reload() {
+            tracing::error!(error = %e, "signing keys could not be re-read; the previous keys stay");
+        }
+        self.ring()
+    }
+}
+
+/// Why the keys directory is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// At start: the directory and active key are made if missing, and every file must load.
+    Start,
+    /// While serving: the active key is made only if other keys are there (the active one was
+    /// rotated away, not the directory lost), and a file that is not a key is skipped.
+    Reload,
 }
 
 impl KeyRing {
     /// Loads the keys in `dir`, creating the key for `alg` if it is missing.
     pub fn load_or_create(dir: &Path, alg: SigningAlg) -> Result<Self, KeyError> {
+        Self::load(dir, alg, Load::Start)
+    }
+
+    fn load(dir: &Path, alg: SigningAlg, why: Load) -> Result<Self, KeyError> {
         super::jose::install();
-        std::fs::create_dir_all(dir).map_err(|e| KeyError::Bad {
+        let bad_dir = |message: String| KeyError::Bad {
             path: dir.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        if why == Load::Start {
+            std::fs::create_dir_all(dir).map_err(|e| bad_dir(e.to_string()))?;
+        }
         let active_path = dir.join(alg.file_name());
+        let list = || -> Result<Vec<PathBuf>, KeyError> {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| bad_dir(e.to_string()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "pem") && *p != active_path)
+                .collect();
+            paths.sort();
+            Ok(paths)
+        };
         if !active_path.exists() {
+            // An empty or vanished directory while serving is storage gone missing (a volume
+            // not mounted), not a rotation: a new key made there would sign tokens the other
+            // instances cannot verify.
+            if why == Load::Reload && list()?.is_empty() {
+                return Err(bad_dir(format!(
+                    "holds no keys; not making a new {} key while serving (restart to make one)",
+                    alg.as_str()
+                )));
+            }
             let key_type = match alg {
                 SigningAlg::Es256 => KeyType::EcP256,
                 SigningAlg::Ps256 => KeyType::Rsa2048,
@@ -175,19 +215,16 @@ impl KeyRing {
         let active = load_key(&active_path, Some(alg))?;
         // Every other key file is a key rotated out (or the other algorithm's): it signs
         // nothing but stays published until the operator deletes it.
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| KeyError::Bad {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            })?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "pem") && *p != active_path)
-            .collect();
-        paths.sort();
-        let others = paths
-            .iter()
-            .map(|p| load_key(p, None))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut others = Vec::new();
+        for path in list()? {
+            match load_key(&path, None) {
+                Ok(key) => others.push(key),
+                Err(e) if why == Load::Reload => {
+                    tracing::error!(error = %e, "not a signing key; left out of the JWKS");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let keys: Vec<&Value> = std::iter::once(&active)
             .chain(&others)
             .map(|k| &k.jwk)
@@ -378,23 +415,66 @@ mod tests {
         assert_ne!(new, old, "a new key signs after the rotation");
         assert!(a.ring().find(&old).is_some(), "the old key still verifies");
 
-        // b meets a token under the new key: it was loaded just now, so it waits its second.
+        // b meets a token under the new key: the first unknown kid prompts a read.
         assert!(b.ring().find(&new).is_none());
-        assert!(
-            !b.reload_for_unknown_kid(),
-            "at most one prompted read a second"
-        );
-        std::thread::sleep(MIN_UNPROMPTED_GAP);
-        assert!(b.reload_for_unknown_kid());
-        assert_eq!(b.ring().active().kid, new, "both sign with the one new key");
+        assert_eq!(b.ring_after_unknown_kid().active().kid, new);
         assert!(b.ring().find(&old).is_some());
         assert_eq!(published(&b.ring()), 2);
 
-        // A file that is not a key: the reload fails and the ring in force stays.
-        std::fs::write(dir.path().join("junk.pem"), "not a key")
+        // Another rotation: b meets the newest key within the second, so waits its turn.
+        std::fs::rename(
+            dir.path().join("es256.pem"),
+            dir.path().join("es256-new.pem"),
+        )
+        .map_err(|e| KeyError::Alg(e.to_string()))?;
+        a.reload()?;
+        let newest = a.ring().active().kid.clone();
+        assert!(
+            b.ring_after_unknown_kid().find(&newest).is_none(),
+            "at most one prompted read a second"
+        );
+        std::thread::sleep(MIN_PROMPTED_GAP);
+        assert!(b.ring_after_unknown_kid().find(&newest).is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn a_reload_keeps_serving_through_a_bad_file_and_a_lost_directory() -> Result<(), KeyError> {
+        let dir = tempfile::tempdir().map_err(|e| KeyError::Alg(e.to_string()))?;
+        let keys_dir = dir.path().join("keys");
+        let keys = SigningKeys::load(&keys_dir, SigningAlg::Es256)?;
+        let kid = keys.ring().active().kid.clone();
+
+        // A file that is not a key is left out; the keys that are stay in force.
+        std::fs::write(keys_dir.join("junk.pem"), "not a key")
             .map_err(|e| KeyError::Alg(e.to_string()))?;
-        assert!(b.reload().is_err());
-        assert_eq!(b.ring().active().kid, new);
+        keys.reload()?;
+        assert_eq!(keys.ring().active().kid, kid);
+        assert_eq!(published(&keys.ring()), 1);
+        assert!(
+            KeyRing::load_or_create(&keys_dir, SigningAlg::Es256).is_err(),
+            "at start every file must be a key"
+        );
+
+        // The active key itself unreadable: the reload fails and the ring in force stays.
+        std::fs::remove_file(keys_dir.join("junk.pem"))
+            .map_err(|e| KeyError::Alg(e.to_string()))?;
+        std::fs::write(keys_dir.join("es256.pem"), "not a key")
+            .map_err(|e| KeyError::Alg(e.to_string()))?;
+        assert!(keys.reload().is_err());
+        assert_eq!(keys.ring().active().kid, kid);
+
+        // The directory gone (a volume not mounted) or emptied: no new key is made.
+        std::fs::remove_dir_all(&keys_dir).map_err(|e| KeyError::Alg(e.to_string()))?;
+        assert!(keys.reload().is_err());
+        std::fs::create_dir(&keys_dir).map_err(|e| KeyError::Alg(e.to_string()))?;
+        assert!(keys.reload().is_err());
+        assert_eq!(
+            std::fs::read_dir(&keys_dir).map(|d| d.count()).unwrap_or(1),
+            0,
+            "nothing written"
+        );
+        assert_eq!(keys.ring().active().kid, kid);
         Ok(())
     }
 

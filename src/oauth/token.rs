@@ -344,9 +344,9 @@ impl TokenService {
         }
         let kid = header["kid"].as_str().ok_or(TokenRejection::UnknownKey)?;
         let mut ring = self.keys.ring();
-        if ring.find(kid).is_none() && self.keys.reload_for_unknown_kid() {
+        if ring.find(kid).is_none() {
             // Another instance sharing the keys directory may have rotated its key.
-            ring = self.keys.ring();
+            ring = self.keys.ring_after_unknown_kid();
         }
         let key = ring.find(kid).ok_or(TokenRejection::UnknownKey)?;
         if key.alg.as_str() != alg {
