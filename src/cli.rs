@@ -727,6 +727,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let s = settings(cli)?;
     prepare_embedded(cli, &s).await?;
     let banner = banner(cli, &s);
+    let spool = s.database.audit_spool.clone();
     let app = Application::build(s).await?;
     let reloader = app.reloader();
     tokio::spawn(async move {
@@ -750,17 +751,25 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     // whatever the audit writer still holds is written before the process exits.
     app.run_until_stopped().await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut held = audit.flush().await;
-    while held > 0 && std::time::Instant::now() < deadline {
+    let mut backlog = audit.flush().await;
+    while !backlog.is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        held = audit.flush().await;
+        backlog = audit.flush().await;
     }
-    if held > 0 {
+    if backlog.unsaved > 0 {
         tracing::error!(
-            events = held,
-            "stopped with audit events the database would not take"
+            events = backlog.unsaved,
+            "stopped with audit events neither the database nor the spool would take"
         );
         return Ok(ExitCode::FAILURE);
+    }
+    if backlog.spooled {
+        tracing::warn!(
+            spool = %spool.display(),
+            "stopped with audit events the database would not take, kept in the spool: any \
+             instance using this spool writes them once the database is back"
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     tracing::info!("stopped; the audit log is flushed");
     Ok(ExitCode::SUCCESS)

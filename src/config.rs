@@ -69,12 +69,15 @@ pub struct TlsSettings {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
+    /// Where audit events wait while the database will not take them; instances may share it.
+    pub audit_spool: PathBuf,
 }
 
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &redact_url(&self.url))
+            .field("audit_spool", &self.audit_spool)
             .finish()
     }
 }
@@ -149,6 +152,7 @@ impl Settings {
             },
             database: DatabaseSettings {
                 url: format!("sqlite://{}", data_dir.join("obgate.db").display()),
+                audit_spool: data_dir.join("audit-spool"),
             },
             state: StateSettings {
                 url: "memory://".into(),
@@ -381,6 +385,7 @@ mod tests {
     fn database_password_is_redacted_in_debug() {
         let d = DatabaseSettings {
             url: "postgres://app:s3cret@db/obgate".into(),
+            audit_spool: PathBuf::from("spool"),
         };
         assert!(!format!("{d:?}").contains("s3cret"));
     }

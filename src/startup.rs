@@ -88,7 +88,12 @@ impl Application {
             settings.server.public_url.clone(),
             settings.server.mtls_url.clone(),
         );
-        let audit = AuditLog::start(store.clone(), metrics.audit_events.clone()).await?;
+        let audit = AuditLog::start(
+            store.clone(),
+            metrics.audit_events.clone(),
+            &settings.database.audit_spool,
+        )
+        .await?;
 
         let tls = {
             let audit = audit.clone();

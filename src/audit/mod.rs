@@ -4,11 +4,13 @@
 //! A request waits for its event's commit before its response leaves.
 
 pub mod export;
+mod spool;
 
 use std::net::IpAddr;
 
 use openssl::hash::{MessageDigest, hash};
 use prometheus::IntCounter;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{AuditRecord, Store, StoreError};
@@ -28,9 +30,12 @@ pub enum AuditError {
     WriterGone,
     #[error("audit event could not be encoded: {0}")]
     Encode(String),
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Allowed,
     Denied,
@@ -46,7 +51,7 @@ impl Outcome {
 }
 
 /// What happened, before it gets its place in the chain. Holds no token, code or key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditEvent {
     pub ts: String,
     pub interaction_id: String,
@@ -129,15 +134,31 @@ type Reply = oneshot::Sender<Result<i64, String>>;
 enum Job {
     /// Commit this event; answer `seq`, or why it could not be committed.
     Event(Box<AuditEvent>, Option<Reply>),
-    /// Answer, once everything queued before it has been tried, how many events are still
-    /// held back for want of the database.
-    Flush(oneshot::Sender<usize>),
+    /// Answer, once everything queued before it has been tried, what still waits.
+    Flush(oneshot::Sender<Backlog>),
 }
 
-/// Events that could not be committed wait for the database in memory, at most this many.
-const RETRY_MAX: usize = 65_536;
-/// How often the writer retries them while nothing new arrives.
+/// Audit events not yet in the database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Held in memory only (the spool could not be written): lost if the process stops.
+    pub unsaved: usize,
+    /// Whether events wait in the spool, safe on disk, for the database.
+    pub spooled: bool,
+}
+
+impl Backlog {
+    pub fn is_empty(self) -> bool {
+        self.unsaved == 0 && !self.spooled
+    }
+}
+
+/// Events that could not be spooled wait in memory, at most this many.
+const UNSAVED_MAX: usize = 65_536;
+/// How often the writer retries what waits while nothing new arrives.
 const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often an idle writer looks for spool files other instances left behind.
+const SPOOL_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Handle to the writer task. Cheap to clone.
 #[derive(Clone)]
@@ -147,12 +168,18 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Starts the writer on the current runtime; each batch continues the chain from the head
-    /// stored in the database.
-    pub async fn start(store: Store, written: IntCounter) -> Result<Self, AuditError> {
-        // Fail at start, not at the first request, if the log cannot be read.
+    /// stored in the database. Events the database will not take wait in `spool_dir`.
+    pub async fn start(
+        store: Store,
+        written: IntCounter,
+        spool_dir: &std::path::Path,
+    ) -> Result<Self, AuditError> {
+        // Fail at start, not at the first request, if the log cannot be read or the spool
+        // cannot be made.
         store.audit_head().await?;
+        let spool = spool::Spool::open(spool_dir)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(store, rx, written));
+        tokio::spawn(writer(store, rx, written, spool));
         Ok(Self { tx })
     }
 
@@ -185,24 +212,25 @@ impl AuditLog {
 
     /// Waits until every event recorded before this call has been written (or has failed and
     /// waits for a retry): graceful shutdown calls it after the listeners have drained.
-    /// Returns how many events are still held back (0: everything is written).
-    pub async fn flush(&self) -> usize {
+    pub async fn flush(&self) -> Backlog {
         let (done, rx) = oneshot::channel();
         if self.tx.send(Job::Flush(done)).await.is_err() {
-            return 0;
+            return Backlog::default();
         }
-        rx.await.unwrap_or(0)
+        rx.await.unwrap_or_default()
     }
 }
 
-/// Commits `events` as one batch at the end of the chain; returns their `seq`s.
 /// An event on its way to the log, with an id of its own: if a commit's outcome is unknown
-/// (the connection dropped after COMMIT was sent), the retry skips what did get written.
+/// (the connection dropped after COMMIT was sent, or the process stopped before deleting the
+/// spool file), the retry skips what did get written.
+#[derive(Serialize, Deserialize)]
 struct Pending {
     id: String,
     event: AuditEvent,
 }
 
+/// Commits `events` as one batch at the end of the chain; returns their `seq`s.
 async fn commit(store: &Store, events: &[Pending]) -> Result<Vec<i64>, String> {
     // The chain continues from the head stored in the database, read under its write lock:
     // other instances may have appended since this one last wrote.
@@ -226,65 +254,153 @@ async fn commit(store: &Store, events: &[Pending]) -> Result<Vec<i64>, String> {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) {
-    // Events whose commit failed, oldest first: committed ahead of new ones once it works.
-    let mut retry: Vec<Pending> = Vec::new();
-    let mut open = true;
-    while open || !retry.is_empty() {
-        let mut jobs = Vec::new();
-        if open {
-            // With events held back, wait at most RETRY_EVERY before trying them again.
-            let next = if retry.is_empty() {
-                Some(rx.recv().await)
-            } else {
-                tokio::time::timeout(RETRY_EVERY, rx.recv()).await.ok()
-            };
-            match next {
-                Some(Some(job)) => jobs.push(job),
-                Some(None) => open = false,
-                None => {}
-            }
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
+/// Commits `waiting`, oldest first, a batch at a time (a statement has a bounded number of
+/// parameters), skipping events an earlier attempt did write; what is committed leaves it.
+async fn commit_waiting(
+    store: &Store,
+    waiting: &mut Vec<Pending>,
+    written: &IntCounter,
+) -> Result<(), String> {
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = waiting.iter().map(|p| p.id.clone()).collect();
+    let present = store
+        .audit_event_ids_present(&ids)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !present.is_empty() {
+        tracing::warn!(
+            events = present.len(),
+            "audit events thought lost had been written; not writing them twice"
+        );
+        waiting.retain(|p| !present.contains(&p.id));
+    }
+    while !waiting.is_empty() {
+        let n = waiting.len().min(MAX_BATCH);
+        let seqs = commit(store, &waiting[..n]).await?;
+        written.inc_by(seqs.len() as u64);
+        waiting.drain(..n);
+    }
+    Ok(())
+}
+
+/// What waits for the database, oldest first: the spool file being written back, then events
+/// the spool could not take.
+struct Waiting {
+    spool: spool::Spool,
+    /// Whether the spool may hold files (at start it may: left by an earlier run).
+    spooled: bool,
+    /// The spool file being written back and its events not yet committed.
+    loaded: Option<spool::Loaded>,
+    from_spool: Vec<Pending>,
+    unsaved: Vec<Pending>,
+}
+
+impl Waiting {
+    fn backlog(&self) -> Backlog {
+        Backlog {
+            unsaved: self.unsaved.len(),
+            spooled: self.spooled || self.loaded.is_some(),
         }
-        // What was held back goes first, oldest first, a batch at a time (a statement has a
-        // bounded number of parameters); new events wait until it is all written.
-        let held = retry.len();
-        let mut held_error: Option<String> = None;
-        if !retry.is_empty() {
-            let ids: Vec<String> = retry.iter().map(|p| p.id.clone()).collect();
-            match store.audit_event_ids_present(&ids).await {
-                Ok(present) if !present.is_empty() => {
-                    tracing::warn!(
-                        events = present.len(),
-                        "audit events thought lost had been written; not writing them twice"
-                    );
-                    retry.retain(|p| !present.contains(&p.id));
-                }
-                Ok(_) => {}
-                Err(e) => held_error = Some(e.to_string()),
+    }
+
+    /// Writes back what waits, oldest first; stops at the first failure, which new events
+    /// must then wait behind.
+    async fn commit(&mut self, store: &Store, written: &IntCounter) -> Result<(), String> {
+        loop {
+            commit_waiting(store, &mut self.from_spool, written).await?;
+            if let Some(loaded) = self.loaded.take()
+                && let Err(e) = self.spool.finish(loaded)
+            {
+                // Left in place, it would be read again and again: wait for the next scan.
+                tracing::error!(error = %e, "audit spool file written but not removed");
+                self.spooled = false;
             }
-        }
-        while held_error.is_none() && !retry.is_empty() {
-            let n = retry.len().min(MAX_BATCH);
-            match commit(&store, &retry[..n]).await {
-                Ok(seqs) => {
-                    written.inc_by(seqs.len() as u64);
-                    retry.drain(..n);
+            if !self.spooled {
+                break;
+            }
+            match self.spool.take_oldest() {
+                Ok(Some((loaded, events))) => {
+                    tracing::info!(events = events.len(), "writing spooled audit events");
+                    self.loaded = Some(loaded);
+                    self.from_spool = events;
                 }
+                Ok(None) => self.spooled = false,
                 Err(e) => {
-                    held_error = Some(e);
-                    break;
+                    tracing::error!(error = %e, "audit spool unreadable; trying again later");
+                    self.spooled = false;
                 }
             }
         }
-        if held > 0 && retry.is_empty() {
-            tracing::info!(events = held, "audit events held back are now committed");
+        let unsaved = self.unsaved.len();
+        commit_waiting(store, &mut self.unsaved, written).await?;
+        if unsaved > 0 {
+            tracing::info!(
+                events = unsaved,
+                "audit events held in memory are now committed"
+            );
         }
+        Ok(())
+    }
+
+    /// Keeps events the database would not take: on disk, or in memory if the spool cannot
+    /// be written.
+    fn keep(&mut self, events: Vec<Pending>) {
+        match self.spool.append(&events) {
+            Ok(()) => self.spooled = true,
+            Err(e) => {
+                tracing::error!(error = %e, events = events.len(), "audit spool not writable; holding the events in memory");
+                self.unsaved.extend(events);
+                if self.unsaved.len() > UNSAVED_MAX {
+                    let lost = self.unsaved.len() - UNSAVED_MAX;
+                    tracing::error!(lost, "audit memory buffer full: the oldest events are lost");
+                    self.unsaved.drain(..lost);
+                }
+            }
+        }
+    }
+}
+
+async fn writer(
+    store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    written: IntCounter,
+    spool: spool::Spool,
+) {
+    let mut waiting = Waiting {
+        spool,
+        spooled: true,
+        loaded: None,
+        from_spool: Vec::new(),
+        unsaved: Vec::new(),
+    };
+    loop {
+        let mut jobs = Vec::new();
+        // With events waiting, try them again every RETRY_EVERY; idle, look for spool files
+        // other instances left every SPOOL_SCAN_EVERY.
+        let every = if waiting.backlog().is_empty() {
+            SPOOL_SCAN_EVERY
+        } else {
+            RETRY_EVERY
+        };
+        match tokio::time::timeout(every, rx.recv()).await {
+            Ok(Some(job)) => jobs.push(job),
+            Ok(None) => break,
+            Err(_) => waiting.spooled = true,
+        }
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        // A flush wants everything written: the spool is read again too.
+        if jobs.iter().any(|job| matches!(job, Job::Flush(_))) {
+            waiting.spooled = true;
+        }
+        // What waits goes first: new events wait until it is all written.
+        let waited = waiting.commit(&store, &written).await;
         let mut events = Vec::new();
         let mut replies = Vec::new();
         let mut flushes = Vec::new();
@@ -301,9 +417,9 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) 
             }
         }
         if !events.is_empty() {
-            let result = match &held_error {
-                Some(e) => Err(format!("earlier audit events are still waiting: {e}")),
-                None => commit(&store, &events).await,
+            let result = match &waited {
+                Err(e) => Err(format!("earlier audit events are still waiting: {e}")),
+                Ok(()) => commit(&store, &events).await,
             };
             match result {
                 Ok(seqs) => {
@@ -315,38 +431,42 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, written: IntCounter) 
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, events = events.len(), "audit commit failed; holding the events for a retry");
-                    // A caller told of the failure answers 503: what is kept is that refusal.
-                    for (pending, reply) in events.iter_mut().zip(replies) {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(e.clone()));
+                    tracing::error!(error = %e, events = events.len(), "audit commit failed; keeping the events for a retry");
+                    // A caller told of the failure answers 503: what is kept is that refusal,
+                    // and it is kept before the caller hears of it.
+                    for (pending, reply) in events.iter_mut().zip(&replies) {
+                        if reply.is_some() {
                             pending.event.status = 503;
                             pending.event.outcome = Outcome::Denied;
                             pending.event.reason = Some("audit_unavailable".into());
                         }
                     }
-                    retry.extend(events);
-                    if retry.len() > RETRY_MAX {
-                        let lost = retry.len() - RETRY_MAX;
-                        tracing::error!(
-                            lost,
-                            "audit retry buffer full: the oldest events are lost"
-                        );
-                        retry.drain(..lost);
+                    waiting.keep(events);
+                    for reply in replies.into_iter().flatten() {
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
         }
         for done in flushes {
-            let _ = done.send(retry.len());
+            let _ = done.send(waiting.backlog());
         }
-        if !open && held_error.is_some() {
-            tracing::error!(
-                events = retry.len(),
-                "stopping with audit events the database would not take"
-            );
-            return;
-        }
+    }
+    // Stopping: one last try, then whatever is only in memory goes to the spool.
+    if waiting.commit(&store, &written).await.is_err() && !waiting.unsaved.is_empty() {
+        let unsaved = std::mem::take(&mut waiting.unsaved);
+        waiting.keep(unsaved);
+    }
+    let backlog = waiting.backlog();
+    if backlog.unsaved > 0 {
+        tracing::error!(
+            events = backlog.unsaved,
+            "stopping with audit events neither the database nor the spool would take"
+        );
+    } else if backlog.spooled {
+        tracing::warn!(
+            "stopping with audit events in the spool; the next instance to read it writes them"
+        );
     }
 }
 
@@ -413,7 +533,7 @@ fn check_link(
 mod tests {
     use super::*;
 
-    fn event(route: &str) -> AuditEvent {
+    pub(super) fn event(route: &str) -> AuditEvent {
         AuditEvent {
             ts: "2026-11-23T00:00:00.000000Z".into(),
             interaction_id: "i".into(),
@@ -469,5 +589,80 @@ mod tests {
         );
         assert_eq!(verify(&store).await?, Verdict::Intact { last_seq: 1 });
         Ok(())
+    }
+
+    #[test]
+    fn an_event_the_database_refused_is_written_from_the_spool_after_a_crash()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let spool = dir.path().join("spool");
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        };
+        let counter = || IntCounter::new("written", "written");
+
+        // The database refuses every audit insert, as one that is away would; then the
+        // process dies (its runtime and the writer task with it).
+        runtime()?.block_on(async {
+            let store = Store::connect(&url).await?;
+            let sql = sqlx::SqlitePool::connect(&url).await?;
+            sqlx::query(
+                "CREATE TRIGGER away BEFORE INSERT ON audit_events \
+                 BEGIN SELECT RAISE(ABORT, 'away'); END",
+            )
+            .execute(&sql)
+            .await?;
+            let log = AuditLog::start(store, counter()?, &spool).await?;
+            assert!(log.record(event("/refused")).await.is_err());
+            assert_eq!(
+                log.flush().await,
+                Backlog {
+                    unsaved: 0,
+                    spooled: true
+                },
+                "kept on disk, nothing only in memory"
+            );
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })?;
+
+        // The database takes events again; the next writer on the spool writes the refusal.
+        runtime()?.block_on(async {
+            let store = Store::connect(&url).await?;
+            let sql = sqlx::SqlitePool::connect(&url).await?;
+            sqlx::query("DROP TRIGGER away").execute(&sql).await?;
+            let written = counter()?;
+            let log = AuditLog::start(store.clone(), written.clone(), &spool).await?;
+            assert!(log.flush().await.is_empty());
+            assert_eq!(written.get(), 1);
+            let events = store
+                .audit_events(&crate::store::AuditQuery {
+                    from: None,
+                    to: None,
+                    after_seq: 0,
+                    limit: 10,
+                })
+                .await?;
+            assert_eq!(events.len(), 1);
+            assert_eq!(
+                (
+                    events[0].route.as_str(),
+                    events[0].status,
+                    events[0].reason.as_deref()
+                ),
+                ("/refused", 503, Some("audit_unavailable")),
+                "the log says what the caller was told"
+            );
+            assert_eq!(log.record(event("/next")).await?, 2);
+            assert_eq!(verify(&store).await?, Verdict::Intact { last_seq: 2 });
+            assert_eq!(
+                std::fs::read_dir(&spool)?.count(),
+                0,
+                "the spool is emptied"
+            );
+            Ok(())
+        })
     }
 }

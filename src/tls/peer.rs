@@ -96,7 +96,7 @@ struct CertInfo {
 }
 
 /// Facts about a certificate that was presented, whether or not it was accepted.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CertFacts {
     pub thumbprint: Option<String>,
     pub subject: Option<String>,

@@ -379,6 +379,13 @@ async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_even
     );
     let ready = reqwest::get(format!("{}/readyz", app.ops)).await?.status();
     assert_eq!(ready, 503);
+    // The refusals' events wait on disk, not only in memory.
+    let spool = app.settings.database.audit_spool.clone();
+    let spooled = || std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        spooled() > 0,
+        "nothing in the audit spool during the outage"
+    );
 
     relay.set(true);
     let t1 = Instant::now();
@@ -424,6 +431,7 @@ async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_even
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(spooled(), 0, "the spool is emptied once written");
     let out = app.cli(&["audit", "verify"])?;
     assert!(
         out.status.success(),
