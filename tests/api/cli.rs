@@ -449,3 +449,85 @@ async fn sandbox_seed_fills_an_empty_database_once() -> TestResult {
     }
     Ok(())
 }
+
+/// `obgate serve` as a real process: SIGTERM stops it cleanly, and every audit event recorded
+/// before the signal is in the log once it has exited, a refused handshake's too (recorded
+/// without holding anything back, it may still be queued when the signal comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_on_sigterm_with_its_audit_log_flushed() -> TestResult {
+    use std::io::Read;
+    let app = spawn_app().await?;
+    let free = || -> Res<std::net::SocketAddr> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    };
+    let (mtls, public, ops) = (free()?, free()?, free()?);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+        .arg("--config")
+        .arg(&app.config_file)
+        .arg("--data-dir")
+        .arg(app.path("data"))
+        .arg("serve")
+        .env("OBGATE_SERVER_LISTEN", mtls.to_string())
+        .env("OBGATE_SERVER_PUBLIC_LISTEN", public.to_string())
+        .env("OBGATE_SERVER_OPS_LISTEN", ops.to_string())
+        .env("OBGATE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let health = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(r) = health.get(format!("http://{ops}/readyz")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("obgate serve did not become ready".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(health);
+    let served = app
+        .client(&app.tpp_a)?
+        .get(format!("https://localhost:{}/jwks", mtls.port()))
+        .send()
+        .await?;
+    assert_eq!(served.status(), 200);
+    drop(served);
+
+    let stranger = app.issue_untrusted("sigterm-stranger")?;
+    let refused = app
+        .client(&stranger)?
+        .get(format!("https://localhost:{}/jwks", mtls.port()))
+        .send()
+        .await;
+    assert!(refused.is_err(), "an untrusted certificate was let in");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(kill.success());
+    let (status, stderr) = tokio::task::spawn_blocking(move || {
+        let status = child.wait();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        (status, stderr)
+    })
+    .await?;
+    assert!(status?.success(), "{stderr}");
+    assert!(
+        stderr.contains("the audit log is flushed"),
+        "no flush reported: {stderr}"
+    );
+    let thumb = stranger.thumbprint()?;
+    let events = app.audit().await?;
+    assert!(
+        events.iter().any(|e| e.route == "(tls-handshake)"
+            && e.cert_thumbprint.as_deref() == Some(thumb.as_str())),
+        "the refused handshake is not in the log"
+    );
+    Ok(())
+}
