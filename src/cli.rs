@@ -750,11 +750,19 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     // SIGTERM/SIGINT: the listeners stop accepting, in-flight requests finish (up to 5 s), then
     // whatever the audit writer still holds is written before the process exits.
     app.run_until_stopped().await?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut backlog = audit.flush().await;
-    while !backlog.is_empty() && std::time::Instant::now() < deadline {
+    // A flush writes the whole backlog if the database takes it; the deadline bounds that too.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Until a flush answers, assume the writer is still at the spool.
+    let mut backlog = audit::Backlog {
+        unsaved: 0,
+        spooled: true,
+    };
+    while let Ok(now) = tokio::time::timeout_at(deadline, audit.flush()).await {
+        backlog = now;
+        if backlog.is_empty() {
+            break;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        backlog = audit.flush().await;
     }
     if backlog.unsaved > 0 {
         tracing::error!(

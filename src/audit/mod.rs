@@ -230,8 +230,29 @@ struct Pending {
     event: AuditEvent,
 }
 
+/// Why a commit failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The database could not be reached: everything waits for it.
+    #[error("{0}")]
+    Away(String),
+    /// The database (or the encoding) refused: maybe for one event's sake.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Failure {
+    fn of(e: &StoreError) -> Self {
+        if e.is_unavailable() {
+            Self::Away(e.to_string())
+        } else {
+            Self::Refused(e.to_string())
+        }
+    }
+}
+
 /// Commits `events` as one batch at the end of the chain; returns their `seq`s.
-async fn commit(store: &Store, events: &[Pending]) -> Result<Vec<i64>, String> {
+async fn commit(store: &Store, events: &[Pending]) -> Result<Vec<i64>, Failure> {
     // The chain continues from the head stored in the database, read under its write lock:
     // other instances may have appended since this one last wrote.
     let chained = store
@@ -249,40 +270,9 @@ async fn commit(store: &Store, events: &[Pending]) -> Result<Vec<i64>, String> {
         .await;
     match chained {
         Ok(Ok(records)) => Ok(records.iter().map(|r| r.seq).collect()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(Err(e)) => Err(Failure::Refused(e.to_string())),
+        Err(e) => Err(Failure::of(&e)),
     }
-}
-
-/// Commits `waiting`, oldest first, a batch at a time (a statement has a bounded number of
-/// parameters), skipping events an earlier attempt did write; what is committed leaves it.
-async fn commit_waiting(
-    store: &Store,
-    waiting: &mut Vec<Pending>,
-    written: &IntCounter,
-) -> Result<(), String> {
-    if waiting.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<String> = waiting.iter().map(|p| p.id.clone()).collect();
-    let present = store
-        .audit_event_ids_present(&ids)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !present.is_empty() {
-        tracing::warn!(
-            events = present.len(),
-            "audit events thought lost had been written; not writing them twice"
-        );
-        waiting.retain(|p| !present.contains(&p.id));
-    }
-    while !waiting.is_empty() {
-        let n = waiting.len().min(MAX_BATCH);
-        let seqs = commit(store, &waiting[..n]).await?;
-        written.inc_by(seqs.len() as u64);
-        waiting.drain(..n);
-    }
-    Ok(())
 }
 
 /// What waits for the database, oldest first: the spool file being written back, then events
@@ -305,11 +295,25 @@ impl Waiting {
         }
     }
 
-    /// Writes back what waits, oldest first; stops at the first failure, which new events
-    /// must then wait behind.
-    async fn commit(&mut self, store: &Store, written: &IntCounter) -> Result<(), String> {
+    /// Writes back what waits, oldest first, taking at most one more spool file unless `all`
+    /// (so new events are not held up behind a long backlog); stops at the first failure. With
+    /// `healthy` (the database just took other events), events it refuses one by one are set
+    /// aside.
+    async fn commit(
+        &mut self,
+        store: &Store,
+        written: &IntCounter,
+        healthy: bool,
+        all: bool,
+    ) -> Result<(), Failure> {
+        if !self.unsaved.is_empty() && self.spool.append(&self.unsaved).is_ok() {
+            self.unsaved.clear();
+            self.spooled = true;
+        }
+        let mut took = false;
         loop {
-            commit_waiting(store, &mut self.from_spool, written).await?;
+            let spool = &self.spool;
+            commit_waiting(store, &mut self.from_spool, written, healthy, spool).await?;
             if let Some(loaded) = self.loaded.take()
                 && let Err(e) = self.spool.finish(loaded)
             {
@@ -317,9 +321,10 @@ impl Waiting {
                 tracing::error!(error = %e, "audit spool file written but not removed");
                 self.spooled = false;
             }
-            if !self.spooled {
+            if !self.spooled || (took && !all) {
                 break;
             }
+            took = true;
             match self.spool.take_oldest() {
                 Ok(Some((loaded, events))) => {
                     tracing::info!(events = events.len(), "writing spooled audit events");
@@ -334,7 +339,7 @@ impl Waiting {
             }
         }
         let unsaved = self.unsaved.len();
-        commit_waiting(store, &mut self.unsaved, written).await?;
+        commit_waiting(store, &mut self.unsaved, written, healthy, &self.spool).await?;
         if unsaved > 0 {
             tracing::info!(
                 events = unsaved,
@@ -362,6 +367,70 @@ impl Waiting {
     }
 }
 
+/// Commits `waiting`, oldest first, a batch at a time (a statement has a bounded number of
+/// parameters), skipping events an earlier attempt did write; what is committed leaves it.
+/// A batch the database refuses (rather than being away) is tried an event at a time: an event
+/// it refuses while it takes others (or, with `healthy`, takes new events) would otherwise hold
+/// back every event after it for ever, so it goes to a `.rejected` file in the spool for an
+/// operator, with an error in the log.
+async fn commit_waiting(
+    store: &Store,
+    waiting: &mut Vec<Pending>,
+    written: &IntCounter,
+    healthy: bool,
+    spool: &spool::Spool,
+) -> Result<(), Failure> {
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::new();
+    waiting.retain(|p| seen.insert(p.id.clone()));
+    let ids: Vec<String> = waiting.iter().map(|p| p.id.clone()).collect();
+    let present: std::collections::HashSet<String> = store
+        .audit_event_ids_present(&ids)
+        .await
+        .map_err(|e| Failure::of(&e))?
+        .into_iter()
+        .collect();
+    if !present.is_empty() {
+        tracing::warn!(
+            events = present.len(),
+            "audit events thought lost had been written; not writing them twice"
+        );
+        waiting.retain(|p| !present.contains(&p.id));
+    }
+    while !waiting.is_empty() {
+        let n = waiting.len().min(MAX_BATCH);
+        match commit(store, &waiting[..n]).await {
+            Ok(seqs) => written.inc_by(seqs.len() as u64),
+            Err(Failure::Refused(e)) => {
+                let mut refused = Vec::new();
+                let mut took = 0;
+                for pending in &waiting[..n] {
+                    match commit(store, std::slice::from_ref(pending)).await {
+                        Ok(_) => took += 1,
+                        Err(Failure::Refused(_)) => refused.push(pending),
+                        Err(away) => return Err(away),
+                    }
+                }
+                written.inc_by(took);
+                if took == 0 && !healthy {
+                    return Err(Failure::Refused(e));
+                }
+                if !refused.is_empty() {
+                    let kept = spool
+                        .reject_events(&refused)
+                        .map_err(|e| Failure::Refused(e.to_string()))?;
+                    tracing::error!(events = refused.len(), file = %kept.display(), error = %e, "the database refused audit events it takes others like: set aside");
+                }
+            }
+            Err(away) => return Err(away),
+        }
+        waiting.drain(..n);
+    }
+    Ok(())
+}
+
 async fn writer(
     store: Store,
     mut rx: mpsc::Receiver<Job>,
@@ -375,19 +444,23 @@ async fn writer(
         from_spool: Vec::new(),
         unsaved: Vec::new(),
     };
+    let mut next_scan = tokio::time::Instant::now() + SPOOL_SCAN_EVERY;
+    let mut behind = false;
     loop {
         let mut jobs = Vec::new();
-        // With events waiting, try them again every RETRY_EVERY; idle, look for spool files
-        // other instances left every SPOOL_SCAN_EVERY.
-        let every = if waiting.backlog().is_empty() {
-            SPOOL_SCAN_EVERY
+        // Events waiting: tried again every RETRY_EVERY, or at once while the database takes
+        // them (a backlog is written a file per round, new events in between).
+        let wait_until = if waiting.backlog().is_empty() {
+            next_scan
+        } else if behind {
+            tokio::time::Instant::now() + RETRY_EVERY
         } else {
-            RETRY_EVERY
+            tokio::time::Instant::now()
         };
-        match tokio::time::timeout(every, rx.recv()).await {
+        match tokio::time::timeout_at(wait_until, rx.recv()).await {
             Ok(Some(job)) => jobs.push(job),
             Ok(None) => break,
-            Err(_) => waiting.spooled = true,
+            Err(_) => {}
         }
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -395,12 +468,16 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        // A flush wants everything written: the spool is read again too.
-        if jobs.iter().any(|job| matches!(job, Job::Flush(_))) {
+        // Files other instances left behind are looked for every SPOOL_SCAN_EVERY, busy or
+        // not, and whenever a flush wants everything written.
+        let flush = jobs.iter().any(|job| matches!(job, Job::Flush(_)));
+        if flush || tokio::time::Instant::now() >= next_scan {
             waiting.spooled = true;
+            next_scan = tokio::time::Instant::now() + SPOOL_SCAN_EVERY;
         }
-        // What waits goes first: new events wait until it is all written.
-        let waited = waiting.commit(&store, &written).await;
+        // What waits goes first; new events wait behind it while the database is away.
+        let waited = waiting.commit(&store, &written, false, flush).await;
+        behind = waited.is_err();
         let mut events = Vec::new();
         let mut replies = Vec::new();
         let mut flushes = Vec::new();
@@ -418,8 +495,10 @@ async fn writer(
         }
         if !events.is_empty() {
             let result = match &waited {
-                Err(e) => Err(format!("earlier audit events are still waiting: {e}")),
-                Ok(()) => commit(&store, &events).await,
+                Err(Failure::Away(e)) => {
+                    Err(format!("earlier audit events are still waiting: {e}"))
+                }
+                _ => commit(&store, &events).await.map_err(|e| e.to_string()),
             };
             match result {
                 Ok(seqs) => {
@@ -428,6 +507,11 @@ async fn writer(
                         if let Some(reply) = reply {
                             let _ = reply.send(Ok(seq));
                         }
+                    }
+                    // The database takes events: whatever it refused of the backlog is the
+                    // events' fault, not its own.
+                    if matches!(waited, Err(Failure::Refused(_))) {
+                        behind = waiting.commit(&store, &written, true, flush).await.is_err();
                     }
                 }
                 Err(e) => {
@@ -442,6 +526,7 @@ async fn writer(
                         }
                     }
                     waiting.keep(events);
+                    behind = true;
                     for reply in replies.into_iter().flatten() {
                         let _ = reply.send(Err(e.clone()));
                     }
@@ -452,8 +537,8 @@ async fn writer(
             let _ = done.send(waiting.backlog());
         }
     }
-    // Stopping: one last try, then whatever is only in memory goes to the spool.
-    if waiting.commit(&store, &written).await.is_err() && !waiting.unsaved.is_empty() {
+    // Stopping: one last try; whatever is only in memory then goes to the spool if it can.
+    if waiting.commit(&store, &written, false, true).await.is_err() && !waiting.unsaved.is_empty() {
         let unsaved = std::mem::take(&mut waiting.unsaved);
         waiting.keep(unsaved);
     }
@@ -664,5 +749,36 @@ mod tests {
             );
             Ok(())
         })
+    }
+
+    #[tokio::test]
+    async fn an_event_the_database_refuses_while_it_takes_others_is_set_aside()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = Store::connect(&url).await?;
+        let spool = dir.path().join("spool");
+        let sql = sqlx::SqlitePool::connect(&url).await?;
+        sqlx::query(
+            "CREATE TRIGGER poison BEFORE INSERT ON audit_events WHEN NEW.route = '/poison' \
+             BEGIN SELECT RAISE(ABORT, 'poison'); END",
+        )
+        .execute(&sql)
+        .await?;
+        let log = AuditLog::start(store.clone(), IntCounter::new("w", "w")?, &spool).await?;
+        assert!(log.record(event("/poison")).await.is_err());
+        // The event that cannot be written does not hold back the ones after it.
+        assert_eq!(log.record(event("/ok")).await?, 1);
+        assert!(log.flush().await.is_empty());
+        let rejected: Vec<String> = std::fs::read_dir(&spool)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "rejected"))
+            .map(std::fs::read_to_string)
+            .collect::<Result<_, _>>()?;
+        assert_eq!(rejected.len(), 1, "set aside for an operator");
+        assert!(rejected[0].contains("/poison"));
+        assert_eq!(log.record(event("/after")).await?, 2);
+        assert_eq!(verify(&store).await?, Verdict::Intact { last_seq: 2 });
+        Ok(())
     }
 }

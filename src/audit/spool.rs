@@ -10,8 +10,8 @@
 //! written by whichever instance next reads the spool. Each event keeps its id, so one committed
 //! before a crash could delete its file is recognised and not written twice.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,8 @@ impl Spool {
         })
     }
 
-    /// Appends `events` to this writer's file and syncs it.
+    /// Appends `events` to this writer's file and syncs it. On failure the file is cut back to
+    /// what it held, so no half line is left for the next append to join, and set aside.
     pub fn append(&mut self, events: &[Pending]) -> Result<(), SpoolError> {
         let mut lines = Vec::new();
         for pending in events {
@@ -70,14 +71,24 @@ impl Spool {
                 .map_err(|e| at(&self.dir)(std::io::Error::other(e)))?;
             lines.push(b'\n');
         }
-        let tail = match self.tail.take() {
+        let mut tail = match self.tail.take() {
             Some(tail) if tail.events < FILE_EVENTS => tail,
             _ => self.new_tail()?,
         };
-        let tail = self.tail.insert(tail);
-        tail.file.write_all(&lines).map_err(at(&tail.path))?;
-        tail.file.sync_data().map_err(at(&tail.path))?;
+        let before = tail.file.metadata().map_err(at(&tail.path))?.len();
+        let written = tail
+            .file
+            .write_all(&lines)
+            .and_then(|()| tail.file.sync_data());
+        if let Err(e) = written {
+            // The tail is dropped either way: after a failed sync its contents are unknown.
+            if let Err(cut) = tail.file.set_len(before) {
+                tracing::error!(file = %tail.path.display(), error = %cut, "audit spool file could not be cut back");
+            }
+            return Err(at(&tail.path)(e));
+        }
         tail.events += events.len();
+        self.tail = Some(tail);
         Ok(())
     }
 
@@ -119,13 +130,16 @@ impl Spool {
             .collect();
         paths.sort();
         for path in paths {
-            let Ok(file) = File::open(&path) else {
+            // Read and write: NFS emulates these locks with POSIX ones, which need it.
+            let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
                 continue;
             };
-            if file.try_lock().is_err() {
-                continue;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => continue,
+                Err(TryLockError::Error(e)) => return Err(at(&path)(e)),
             }
-            // Deleted by the writer that held it while this one waited: already committed.
+            // Removed by the writer that held it between the listing and the lock: written.
             if file.metadata().map(|m| m.nlink() == 0).unwrap_or(true) {
                 continue;
             }
@@ -135,27 +149,72 @@ impl Spool {
         Ok(None)
     }
 
+    /// Keeps events the database refused for good (not for being away) in a `.rejected` file.
+    pub fn reject_events(&self, events: &[&Pending]) -> Result<PathBuf, SpoolError> {
+        let mut lines = Vec::new();
+        for pending in events {
+            serde_json::to_writer(&mut lines, pending)
+                .map_err(|e| at(&self.dir)(std::io::Error::other(e)))?;
+            lines.push(b'\n');
+        }
+        write_rejected(&self.dir, "refused", &lines)
+    }
+
     /// Every event read from `loaded` is committed: the file goes.
     pub fn finish(&self, loaded: Loaded) -> Result<(), SpoolError> {
         std::fs::remove_file(&loaded.path).map_err(at(&loaded.path))
     }
 }
 
-/// The events in a spool file. A line that does not parse (the last one, torn by a crash in the
-/// middle of a write) is reported and skipped: the rest of the file still counts.
-fn read(path: &Path, file: &File) -> Result<Vec<Pending>, SpoolError> {
-    let mut events = Vec::new();
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(at(path))?;
-        match serde_json::from_str::<Pending>(&line) {
+/// Keeps `content` that could not all be written in a `.rejected` file for an operator to look
+/// at; nothing else reads those files.
+fn write_rejected(dir: &Path, name: &str, content: &[u8]) -> Result<PathBuf, SpoolError> {
+    let path = dir.join(format!("{name}-{}.rejected", uuid::Uuid::new_v4().simple()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(at(&path))?;
+    file.write_all(content)
+        .and_then(|()| file.sync_all())
+        .map_err(at(&path))?;
+    Ok(path)
+}
+
+/// The events in a spool file. A last line without its newline was torn by a crash in the middle
+/// of a write: it was never acknowledged, and is skipped. Any other line that does not parse
+/// (or an event format this version does not know) is not lost: the whole file is copied to a
+/// `.rejected` file first.
+fn read(path: &Path, mut file: &File) -> Result<Vec<Pending>, SpoolError> {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(at(path))?;
+    let torn = !bytes.is_empty() && !bytes.ends_with(b"\n");
+    let lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut events = Vec::with_capacity(lines.len());
+    let mut bad = 0;
+    for (n, line) in lines.iter().enumerate() {
+        match serde_json::from_slice::<Pending>(line) {
             Ok(pending) => events.push(pending),
-            Err(e) => tracing::error!(
-                file = %path.display(),
-                line = n + 1,
-                error = %e,
-                "audit spool line unreadable; skipped"
-            ),
+            Err(_) if torn && n + 1 == lines.len() => {
+                tracing::warn!(file = %path.display(), "audit spool file ends in a torn line; skipped");
+            }
+            Err(e) => {
+                bad += 1;
+                tracing::error!(file = %path.display(), line = n + 1, error = %e, "audit spool line unreadable");
+            }
         }
+    }
+    if bad > 0 {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let copy = write_rejected(dir, &name, &bytes)?;
+        tracing::error!(copy = %copy.display(), lines = bad, "audit spool file had unreadable lines; kept a copy");
     }
     Ok(events)
 }
@@ -226,6 +285,35 @@ mod tests {
         let (second, events) = spool.take_oldest()?.ok_or("the newer file")?;
         assert_eq!(routes(&events), ["/next"]);
         spool.finish(second)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_with_an_unreadable_line_is_copied_aside_before_the_rest_is_written()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut spool = Spool::open(dir.path())?;
+        spool.append(&[pending("/1")])?;
+        let path = std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .next()
+            .ok_or("no file")?;
+        // A line from an event format this version does not know, then bytes cut mid-character.
+        let mut file = OpenOptions::new().append(true).open(&path)?;
+        file.write_all(b"{\"id\":\"x\",\"event\":{\"from\":\"a newer obgate\"}}\n")?;
+        file.write_all(&[0xe2, 0x82, b'\n'])?;
+        drop(file);
+        spool.append(&[pending("/2")])?;
+
+        let (loaded, events) = spool.take_oldest()?.ok_or("the file")?;
+        assert_eq!(routes(&events), ["/1", "/2"], "what is readable is written");
+        spool.finish(loaded)?;
+        let kept: Vec<PathBuf> = std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].extension().is_some_and(|e| e == "rejected"));
+        assert!(String::from_utf8_lossy(&std::fs::read(&kept[0])?).contains("a newer obgate"));
         Ok(())
     }
 }
