@@ -152,8 +152,13 @@ impl SigningKeys {
             }
             due
         };
-        if due && let Err(e) = self.reload() {
-            tracing::error!(error = %e, "signing keys could not be re-read; the previous keys stay");
+        if due {
+            if let Err(e) = self.reload() {
+                tracing::error!(error = %e, "signing keys could not be re-read; the previous keys stay");
+            }
+        } else {
+            // A read prompted a moment ago may still be going: its ring, not the one before.
+            drop(self.loading.lock());
         }
         self.ring()
     }

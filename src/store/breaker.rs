@@ -13,6 +13,8 @@ pub struct Breaker {
     /// Milliseconds since `epoch` until which calls fail fast; 0 when closed.
     open_until: AtomicU64,
     probing: AtomicBool,
+    /// Milliseconds since `epoch` of the last call the database answered.
+    last_answer: AtomicU64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +35,7 @@ impl Breaker {
             window,
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            last_answer: AtomicU64::new(0),
         }
     }
 
@@ -61,6 +64,19 @@ impl Breaker {
         let window = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
         self.open_until
             .store((self.now_ms() + window).max(1), Ordering::Release);
+    }
+
+    /// A call was answered.
+    pub fn answered(&self) {
+        self.last_answer.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since a call was last answered.
+    pub fn silent_for(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_answer.load(Ordering::Relaxed)),
+        )
     }
 
     /// The probe's answer: `answered` closes the breaker, otherwise another window begins.

@@ -36,13 +36,15 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database: unreachable a moment ago; not tried again yet")]
     Unreachable,
+    #[error("database: no answer in time")]
+    NoAnswer,
 }
 
 impl StoreError {
     /// The database could not be reached (as opposed to refusing a statement).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Unreachable => true,
+            Self::Unreachable | Self::NoAnswer => true,
             Self::Db(
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
@@ -124,7 +126,10 @@ impl Store {
             Self::Sqlite(s) => s.append_audit_chained(chain).await,
             Self::Postgres(p) => {
                 p.admit()?;
-                let result = p.append_audit_chained(chain).await;
+                let result =
+                    tokio::time::timeout(postgres::CALL_TIMEOUT, p.append_audit_chained(chain))
+                        .await
+                        .unwrap_or(Err(StoreError::NoAnswer));
                 p.observe(result.as_ref().err());
                 result
             }
@@ -142,7 +147,9 @@ macro_rules! delegate {
                         Self::Sqlite(s) => s.$name($($arg),*).await,
                         Self::Postgres(p) => {
                             p.admit()?;
-                            let result = p.$name($($arg),*).await;
+                            let result = tokio::time::timeout(postgres::CALL_TIMEOUT, p.$name($($arg),*))
+                                .await
+                                .unwrap_or_else(|_| Err(StoreError::NoAnswer.into()));
                             p.observe(result.as_ref().err().and_then(StoreFailure::store_error));
                             result
                         }

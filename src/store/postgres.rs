@@ -54,6 +54,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections in the pool: a pool that times out with fewer open could not open one.
 const MAX_CONNECTIONS: u32 = 16;
 
+/// How long a call waits for a connection from the pool.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest a call may take: statements time out at 10 s on the server, so a call still
+/// unanswered after this waits on a host that has gone silent (TCP would take minutes to say so).
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Reports a probe that never answered (its task dropped with the runtime it ran on) as a
 /// failed one, so the breaker does not wait for it for ever and the next call probes again.
 struct ProbeGuard(Option<Arc<Breaker>>);
@@ -88,7 +95,7 @@ impl PgStore {
                     let ping = sqlx::query("SELECT 1").execute(&pool);
                     let answered = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
                         Ok(Ok(_)) => true,
-                        Ok(Err(e)) => !outage(&StoreError::from(e), &pool),
+                        Ok(Err(e)) => !outage(&StoreError::from(e), &pool, Duration::ZERO),
                         Err(_) => false,
                     };
                     guard.report(answered);
@@ -100,8 +107,10 @@ impl PgStore {
 
     /// After a call: trips the breaker if its error says the database is away.
     pub(super) fn observe(&self, error: Option<&StoreError>) {
-        if error.is_some_and(|e| outage(e, &self.pool)) {
-            self.breaker.trip();
+        match error {
+            None => self.breaker.answered(),
+            Some(e) if outage(e, &self.pool, self.breaker.silent_for()) => self.breaker.trip(),
+            Some(_) => {}
         }
     }
 
@@ -117,7 +126,7 @@ impl PgStore {
             ]);
         let pool: PgPool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(2))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         match migrations {
@@ -152,14 +161,18 @@ impl PgStore {
 
 /// Whether `e` says the database is away, as opposed to busy or refusing one statement: only
 /// then may calls fail fast. A query cancelled by its timeout, a full disk or a pool whose
-/// connections are all busy is not an outage.
-fn outage(e: &StoreError, pool: &PgPool) -> bool {
+/// connections are all busy answering is not an outage; `silent_for` is how long since the
+/// database last answered a call.
+fn outage(e: &StoreError, pool: &PgPool, silent_for: Duration) -> bool {
     match e {
-        StoreError::Db(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed) => {
-            true
+        StoreError::Db(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed)
+        | StoreError::NoAnswer => true,
+        // sqlx retries a refused connection until the acquire timeout, then says this. With
+        // every connection taken it is an outage only if none has been answered meanwhile (a
+        // host gone silent holds them all).
+        StoreError::Db(sqlx::Error::PoolTimedOut) => {
+            pool.size() < MAX_CONNECTIONS || silent_for >= ACQUIRE_TIMEOUT
         }
-        // sqlx retries a refused connection until the acquire timeout, then says this.
-        StoreError::Db(sqlx::Error::PoolTimedOut) => pool.size() < MAX_CONNECTIONS,
         // Connection exceptions (08), the server shutting down or starting (57P01-57P03),
         // too many connections (53300).
         StoreError::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|c| {
@@ -209,14 +222,24 @@ mod tests {
         // Nothing listens here; the pool connects lazily, so it holds no connection.
         let pool = PgPoolOptions::new().connect_lazy("postgres://obgate@127.0.0.1:9/none")?;
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(outage(&StoreError::Db(sqlx::Error::Io(refused)), &pool));
+        const ZERO: Duration = Duration::ZERO;
+        assert!(outage(
+            &StoreError::Db(sqlx::Error::Io(refused)),
+            &pool,
+            ZERO
+        ));
         assert!(
-            outage(&StoreError::Db(sqlx::Error::PoolTimedOut), &pool),
+            outage(&StoreError::Db(sqlx::Error::PoolTimedOut), &pool, ZERO),
             "timed out with room in the pool: no connection could be opened"
         );
-        assert!(!outage(&StoreError::Db(sqlx::Error::RowNotFound), &pool));
-        assert!(!outage(&StoreError::Corrupt("x".into()), &pool));
-        assert!(!outage(&StoreError::Conflict("x".into()), &pool));
+        assert!(!outage(
+            &StoreError::Db(sqlx::Error::RowNotFound),
+            &pool,
+            ZERO
+        ));
+        assert!(!outage(&StoreError::Corrupt("x".into()), &pool, ZERO));
+        assert!(!outage(&StoreError::Conflict("x".into()), &pool, ZERO));
+        assert!(outage(&StoreError::NoAnswer, &pool, ZERO));
         Ok(())
     }
 }
