@@ -52,11 +52,21 @@ impl StoreError {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed,
             ) => true,
+            // SQLite busy or locked past its busy timeout, an I/O error, a full disk, a file it
+            // cannot open: by the primary result code (the low byte of the extended one).
+            Self::Db(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+            {
+                e.code()
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
+            }
             // PostgreSQL restarting or failing over: connection exceptions (08), operator
-            // intervention (57: admin shutdown, cannot connect now), insufficient resources (53).
-            Self::Db(sqlx::Error::Database(e)) => e
-                .code()
-                .is_some_and(|c| c.starts_with("08") || c.starts_with("57") || c.starts_with("53")),
+            // intervention (57: admin shutdown, cannot connect now), insufficient resources (53),
+            // a standby not yet promoted (25006: read-only transaction).
+            Self::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "25006"
+            }),
             _ => false,
         }
     }
@@ -405,4 +415,40 @@ pub struct AuditQuery {
     pub to: Option<String>,
     pub after_seq: i64,
     pub limit: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{Connection, SqliteConnection};
+
+    #[tokio::test]
+    async fn a_busy_sqlite_database_is_unavailable_and_a_refused_statement_is_not()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
+        let mut writer = SqliteConnection::connect(&url).await?;
+        sqlx::query("CREATE TABLE t (i INTEGER CHECK (i > 0))")
+            .execute(&mut writer)
+            .await?;
+        let refused = sqlx::query("INSERT INTO t VALUES (0)")
+            .execute(&mut writer)
+            .await
+            .err()
+            .ok_or("the check let 0 in")?;
+        assert!(!StoreError::Db(refused).is_unavailable());
+
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await?;
+        let mut other = SqliteConnection::connect(&url).await?;
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut other)
+            .await?;
+        let busy = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut other)
+            .await
+            .err()
+            .ok_or("wrote past another writer's lock")?;
+        assert!(StoreError::Db(busy).is_unavailable());
+        Ok(())
+    }
 }
