@@ -126,26 +126,35 @@ async fn one_code_redeemed_at_two_instances_at_once_yields_exactly_one_token() -
     Ok(())
 }
 
-/// A TCP relay in front of Redis or PostgreSQL that can be cut and restored, so a test can take
-/// a service away from a running gateway without touching the machine's. Cut, it closes its
-/// port (new connections are refused, as with a stopped server) and ends every connection.
+/// A TCP relay in front of Redis or PostgreSQL that can be cut, silenced and restored, so a test
+/// can take a service away from a running gateway without touching the machine's. Cut, it closes
+/// its port (new connections are refused, as with a stopped server) and ends every connection.
+/// Silenced, it is a host gone quiet: connections stay open and new ones are accepted, but no
+/// byte goes either way, until it is restored and ends them.
 struct Relay {
     addr: std::net::SocketAddr,
-    up: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Up,
+    Cut,
+    Silent,
 }
 
 impl Relay {
     async fn start(target: String) -> Res<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (up, mut watch_up) = watch::channel(true);
+        let (mode, mut watch_mode) = watch::channel(Mode::Up);
         let target = Arc::new(target);
         tokio::spawn(async move {
             let mut listener = Some(listener);
             loop {
                 let Some(l) = &listener else {
-                    // Down: the port is closed until the relay is restored.
-                    if watch_up.wait_for(|up| *up).await.is_err() {
+                    // Cut: the port is closed until the relay is restored.
+                    if watch_mode.wait_for(|m| *m != Mode::Cut).await.is_err() {
                         return;
                     }
                     match TcpListener::bind(addr).await {
@@ -156,7 +165,7 @@ impl Relay {
                 };
                 let accepted = tokio::select! {
                     accepted = l.accept() => accepted,
-                    changed = watch_up.wait_for(|up| !*up) => {
+                    changed = watch_mode.wait_for(|m| *m == Mode::Cut) => {
                         if changed.is_err() {
                             return;
                         }
@@ -167,24 +176,34 @@ impl Relay {
                 let Ok((mut inbound, _)) = accepted else {
                     continue;
                 };
-                let mut alive = watch_up.clone();
+                let mut mode = watch_mode.clone();
                 let target = Arc::clone(&target);
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target.as_str()).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = alive.wait_for(|up| !*up) => {}
+                    if *mode.borrow() == Mode::Up {
+                        let Ok(mut outbound) = TcpStream::connect(target.as_str()).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = mode.wait_for(|m| *m != Mode::Up) => {}
+                        }
+                        // Silenced: hold both ends, quiet, until restored or cut.
+                        let _ = mode.wait_for(|m| *m != Mode::Silent).await;
+                    } else {
+                        let _ = mode.wait_for(|m| *m != Mode::Silent).await;
                     }
                 });
             }
         });
-        Ok(Self { addr, up })
+        Ok(Self { addr, mode })
     }
 
     fn set(&self, up: bool) {
-        let _ = self.up.send(up);
+        let _ = self.mode.send(if up { Mode::Up } else { Mode::Cut });
+    }
+
+    fn silence(&self) {
+        let _ = self.mode.send(Mode::Silent);
     }
 }
 
@@ -319,6 +338,22 @@ async fn serve_refuses_a_schema_it_does_not_know_and_says_what_to_run() -> TestR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo test -- --include-ignored"]
 async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_event() -> TestResult {
+    database_outage(false).await
+}
+
+// A host that stops answering (a network partition, a frozen VM): a pooled connection fails its
+// check within the pool's acquire timeout (2 s), a call already under way at its deadline (15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo test -- --include-ignored"]
+async fn a_database_gone_silent_answers_503_and_every_response_keeps_its_audit_event() -> TestResult
+{
+    database_outage(true).await
+}
+
+/// The database taken away mid-run (cut like a stopped server, or `silent` like a host that
+/// stopped answering) and given back: 503 without data meanwhile, service back by itself, and
+/// every response with its audit event.
+async fn database_outage(silent: bool) -> TestResult {
     let pg = postgres_url().ok_or(NEEDS_POSTGRES)?;
     let target = pg
         .split_once("://")
@@ -360,14 +395,23 @@ async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_even
     sent.push(call("before").await?);
     assert_eq!(sent[0].1, 201);
 
-    relay.set(false);
+    if silent {
+        relay.silence();
+    } else {
+        relay.set(false);
+    }
     let t0 = Instant::now();
     let during = call("during").await?;
     let detected = t0.elapsed();
     assert_eq!(during.1, 503, "no data while the database is gone");
     sent.push(during);
-    // The first call waits out the pool (refused connections are retried for up to 2 s); once
-    // the database is known to be away, calls are answered without waiting for it.
+    // The first call waits out the pool (refused connections are retried for up to 2 s) or, the
+    // host silent, its own deadline (15 s); once the database is known to be away, calls are
+    // answered without waiting for it.
+    assert!(
+        detected < Duration::from_secs(16),
+        "the outage took {detected:?} to notice"
+    );
     let t0 = Instant::now();
     let again = call("during-again").await?;
     let fail_fast = t0.elapsed();
@@ -440,8 +484,9 @@ async fn losing_the_database_answers_503_and_every_response_keeps_its_audit_even
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!(
-        "database outage answered 503 after {detected:?} (the next call after {fail_fast:?}); \
-         service back {recovered:?} after the database"
+        "database {} answered 503 after {detected:?} (the next call after {fail_fast:?}); \
+         service back {recovered:?} after the database",
+        if silent { "gone silent" } else { "cut" }
     );
     Ok(())
 }
