@@ -752,18 +752,21 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     app.run_until_stopped().await?;
     // A flush writes the whole backlog if the database takes it; the deadline bounds that too.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    // Until a flush answers, assume the writer is still at the spool.
-    let mut backlog = audit::Backlog {
-        unsaved: 0,
-        spooled: true,
-    };
-    while let Ok(now) = tokio::time::timeout_at(deadline, audit.flush()).await {
-        backlog = now;
+    let mut answered = None;
+    while let Ok(backlog) = tokio::time::timeout_at(deadline, audit.flush()).await {
+        answered = Some(backlog);
         if backlog.is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+    let Some(backlog) = answered else {
+        tracing::error!(
+            "stopped while the audit writer was still at the database: events it had not yet \
+             spooled are lost"
+        );
+        return Ok(ExitCode::FAILURE);
+    };
     if backlog.unsaved > 0 {
         tracing::error!(
             events = backlog.unsaved,

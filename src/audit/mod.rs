@@ -233,20 +233,20 @@ struct Pending {
 /// Why a commit failed.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    /// The database could not be reached: everything waits for it.
+    /// The database is away, busy or locked, or failed otherwise: everything waits for it.
     #[error("{0}")]
     Away(String),
-    /// The database (or the encoding) refused: maybe for one event's sake.
+    /// The database (or the encoding) refused the data: maybe for one event's sake.
     #[error("{0}")]
     Refused(String),
 }
 
 impl Failure {
     fn of(e: &StoreError) -> Self {
-        if e.is_unavailable() {
-            Self::Away(e.to_string())
-        } else {
+        if e.is_refusal_of_data() {
             Self::Refused(e.to_string())
+        } else {
+            Self::Away(e.to_string())
         }
     }
 }
@@ -420,7 +420,7 @@ async fn commit_waiting(
                 if !refused.is_empty() {
                     let kept = spool
                         .reject_events(&refused)
-                        .map_err(|e| Failure::Refused(e.to_string()))?;
+                        .map_err(|e| Failure::Away(e.to_string()))?;
                     tracing::error!(events = refused.len(), file = %kept.display(), error = %e, "the database refused audit events it takes others like: set aside");
                 }
             }

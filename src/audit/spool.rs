@@ -81,9 +81,15 @@ impl Spool {
             .write_all(&lines)
             .and_then(|()| tail.file.sync_data());
         if let Err(e) = written {
-            // The tail is dropped either way: after a failed sync its contents are unknown.
-            if let Err(cut) = tail.file.set_len(before) {
-                tracing::error!(file = %tail.path.display(), error = %cut, "audit spool file could not be cut back");
+            // The tail is dropped either way: after a failed sync its contents are unknown. A
+            // new file that took nothing goes too, or a full disk would leave one per attempt.
+            let undone = if before == 0 {
+                std::fs::remove_file(&tail.path)
+            } else {
+                tail.file.set_len(before)
+            };
+            if let Err(undo) = undone {
+                tracing::error!(file = %tail.path.display(), error = %undo, "audit spool file could not be cut back");
             }
             return Err(at(&tail.path)(e));
         }
@@ -143,8 +149,13 @@ impl Spool {
             if file.metadata().map(|m| m.nlink() == 0).unwrap_or(true) {
                 continue;
             }
-            let events = read(&path, &file)?;
-            return Ok(Some((Loaded { path, _lock: file }, events)));
+            // A file that cannot be read now must not keep the newer ones waiting.
+            match read(&path, &file) {
+                Ok(events) => return Ok(Some((Loaded { path, _lock: file }, events))),
+                Err(e) => {
+                    tracing::error!(error = %e, "audit spool file unreadable; left for later")
+                }
+            }
         }
         Ok(None)
     }

@@ -152,13 +152,10 @@ impl SigningKeys {
             }
             due
         };
-        if due {
-            if let Err(e) = self.reload() {
-                tracing::error!(error = %e, "signing keys could not be re-read; the previous keys stay");
-            }
-        } else {
-            // A read prompted a moment ago may still be going: its ring, not the one before.
-            drop(self.loading.lock());
+        // Not due: the ring in force, without waiting on a read under way (made-up key ids
+        // must not be able to park every worker on a slow keys directory).
+        if due && let Err(e) = self.reload() {
+            tracing::error!(error = %e, "signing keys could not be re-read; the previous keys stay");
         }
         self.ring()
     }

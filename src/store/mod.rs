@@ -41,6 +41,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database refused the data itself (a value out of range, a constraint, a limit): the
+    /// same statement would be refused again, unlike a lock timeout, a deadlock or an outage.
+    pub fn is_refusal_of_data(&self) -> bool {
+        let Self::Db(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            // Too big, constraint, mismatch, range: by the primary result code.
+            return e
+                .code()
+                .and_then(|c| c.parse::<u32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25));
+        }
+        // Data exception (22), integrity constraint (23), program limit (54).
+        e.code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54"))
+    }
+
     /// The database could not be reached (as opposed to refusing a statement).
     pub fn is_unavailable(&self) -> bool {
         match self {
@@ -423,7 +441,7 @@ mod tests {
     use sqlx::{Connection, SqliteConnection};
 
     #[tokio::test]
-    async fn a_busy_sqlite_database_is_unavailable_and_a_refused_statement_is_not()
+    async fn a_busy_sqlite_database_is_unavailable_and_refused_data_is_not()
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
@@ -436,7 +454,9 @@ mod tests {
             .await
             .err()
             .ok_or("the check let 0 in")?;
-        assert!(!StoreError::Db(refused).is_unavailable());
+        let refused = StoreError::Db(refused);
+        assert!(!refused.is_unavailable());
+        assert!(refused.is_refusal_of_data());
 
         sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await?;
         let mut other = SqliteConnection::connect(&url).await?;
@@ -448,7 +468,9 @@ mod tests {
             .await
             .err()
             .ok_or("wrote past another writer's lock")?;
-        assert!(StoreError::Db(busy).is_unavailable());
+        let busy = StoreError::Db(busy);
+        assert!(busy.is_unavailable());
+        assert!(!busy.is_refusal_of_data(), "a lock is not the data's fault");
         Ok(())
     }
 }

@@ -57,9 +57,14 @@ const MAX_CONNECTIONS: u32 = 16;
 /// How long a call waits for a connection from the pool.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The longest a call may take: statements time out at 10 s on the server, so a call still
-/// unanswered after this waits on a host that has gone silent (TCP would take minutes to say so).
-pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest a call may take. Its parts are bounded (a connection 2 s, the audit lock 2 s,
+/// each statement 10 s on the server), so a call still unanswered after this waits on a host
+/// that has gone silent (TCP would take minutes to say so).
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// With every connection taken, how long the database must have answered nothing for a pool
+/// timeout to count as an outage: longer than a statement may run.
+const SILENT_FOR: Duration = Duration::from_secs(12);
 
 /// Reports a probe that never answered (its task dropped with the runtime it ran on) as a
 /// failed one, so the breaker does not wait for it for ever and the next call probes again.
@@ -90,12 +95,13 @@ impl PgStore {
             Check::Open => Err(StoreError::Unreachable),
             Check::ProbeDue => {
                 let pool = self.pool.clone();
+                let breaker = Arc::clone(&self.breaker);
                 let guard = ProbeGuard(Some(Arc::clone(&self.breaker)));
                 tokio::spawn(async move {
                     let ping = sqlx::query("SELECT 1").execute(&pool);
                     let answered = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
                         Ok(Ok(_)) => true,
-                        Ok(Err(e)) => !outage(&StoreError::from(e), &pool, Duration::ZERO),
+                        Ok(Err(e)) => !outage(&StoreError::from(e), &pool, breaker.silent_for()),
                         Err(_) => false,
                     };
                     guard.report(answered);
@@ -110,6 +116,8 @@ impl PgStore {
         match error {
             None => self.breaker.answered(),
             Some(e) if outage(e, &self.pool, self.breaker.silent_for()) => self.breaker.trip(),
+            // The server answered, if only to refuse.
+            Some(StoreError::Db(sqlx::Error::Database(_))) => self.breaker.answered(),
             Some(_) => {}
         }
     }
@@ -171,7 +179,7 @@ fn outage(e: &StoreError, pool: &PgPool, silent_for: Duration) -> bool {
         // every connection taken it is an outage only if none has been answered meanwhile (a
         // host gone silent holds them all).
         StoreError::Db(sqlx::Error::PoolTimedOut) => {
-            pool.size() < MAX_CONNECTIONS || silent_for >= ACQUIRE_TIMEOUT
+            pool.size() < MAX_CONNECTIONS || silent_for >= SILENT_FOR
         }
         // Connection exceptions (08), the server shutting down or starting (57P01-57P03),
         // too many connections (53300).
