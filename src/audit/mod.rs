@@ -537,11 +537,8 @@ async fn writer(
             let _ = done.send(waiting.backlog());
         }
     }
-    // Stopping: one last try; whatever is only in memory then goes to the spool if it can.
-    if waiting.commit(&store, &written, false, true).await.is_err() && !waiting.unsaved.is_empty() {
-        let unsaved = std::mem::take(&mut waiting.unsaved);
-        waiting.keep(unsaved);
-    }
+    // Stopping: one last try (which first moves whatever is only in memory to the spool).
+    let _ = waiting.commit(&store, &written, false, true).await;
     let backlog = waiting.backlog();
     if backlog.unsaved > 0 {
         tracing::error!(

@@ -65,12 +65,7 @@ impl Spool {
     /// Appends `events` to this writer's file and syncs it. On failure the file is cut back to
     /// what it held, so no half line is left for the next append to join, and set aside.
     pub fn append(&mut self, events: &[Pending]) -> Result<(), SpoolError> {
-        let mut lines = Vec::new();
-        for pending in events {
-            serde_json::to_writer(&mut lines, pending)
-                .map_err(|e| at(&self.dir)(std::io::Error::other(e)))?;
-            lines.push(b'\n');
-        }
+        let lines = self.lines(events)?;
         let mut tail = match self.tail.take() {
             Some(tail) if tail.events < FILE_EVENTS => tail,
             _ => self.new_tail()?,
@@ -162,13 +157,21 @@ impl Spool {
 
     /// Keeps events the database refused for good (not for being away) in a `.rejected` file.
     pub fn reject_events(&self, events: &[&Pending]) -> Result<PathBuf, SpoolError> {
+        write_rejected(&self.dir, "refused", &self.lines(events.iter().copied())?)
+    }
+
+    /// `events` as JSON Lines.
+    fn lines<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a Pending>,
+    ) -> Result<Vec<u8>, SpoolError> {
         let mut lines = Vec::new();
         for pending in events {
             serde_json::to_writer(&mut lines, pending)
                 .map_err(|e| at(&self.dir)(std::io::Error::other(e)))?;
             lines.push(b'\n');
         }
-        write_rejected(&self.dir, "refused", &lines)
+        Ok(lines)
     }
 
     /// Every event read from `loaded` is committed: the file goes.

@@ -116,7 +116,7 @@ pub struct SigningKeys {
 impl SigningKeys {
     /// Loads the keys in `dir`, creating the key for `alg` if it is missing.
     pub fn load(dir: &Path, alg: SigningAlg) -> Result<Self, KeyError> {
-        let ring = KeyRing::load(dir, alg, Load::Start)?;
+        let ring = KeyRing::load_or_create(dir, alg)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             alg,

@@ -47,12 +47,9 @@ impl StoreError {
         let Self::Db(sqlx::Error::Database(e)) = self else {
             return false;
         };
-        if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-            // Too big, constraint, mismatch, range: by the primary result code.
-            return e
-                .code()
-                .and_then(|c| c.parse::<u32>().ok())
-                .is_some_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25));
+        if let Some(code) = sqlite_primary_code(e.as_ref()) {
+            // Too big, constraint, mismatch, range.
+            return matches!(code, 18 | 19 | 20 | 25);
         }
         // Data exception (22), integrity constraint (23), program limit (54).
         e.code()
@@ -70,24 +67,30 @@ impl StoreError {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed,
             ) => true,
-            // SQLite busy or locked past its busy timeout, an I/O error, a full disk, a file it
-            // cannot open: by the primary result code (the low byte of the extended one).
-            Self::Db(sqlx::Error::Database(e))
-                if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
-            {
-                e.code()
-                    .and_then(|c| c.parse::<u32>().ok())
-                    .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
-            }
-            // PostgreSQL restarting or failing over: connection exceptions (08), operator
-            // intervention (57: admin shutdown, cannot connect now), insufficient resources (53),
-            // a standby not yet promoted (25006: read-only transaction).
-            Self::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "25006"
-            }),
+            Self::Db(sqlx::Error::Database(e)) => match sqlite_primary_code(e.as_ref()) {
+                // SQLite busy or locked past its busy timeout, an I/O error, a full disk, a
+                // file it cannot open.
+                Some(code) => matches!(code, 5 | 6 | 10 | 13 | 14),
+                // PostgreSQL restarting or failing over: connection exceptions (08), operator
+                // intervention (57: admin shutdown, cannot connect now), insufficient resources
+                // (53), a standby not yet promoted (25006: read-only transaction).
+                None => e.code().is_some_and(|c| {
+                    c.starts_with("08")
+                        || c.starts_with("57")
+                        || c.starts_with("53")
+                        || c == "25006"
+                }),
+            },
             _ => false,
         }
     }
+}
+
+/// A SQLite error's primary result code (the low byte of the extended one); `None` for
+/// PostgreSQL's.
+fn sqlite_primary_code(e: &dyn sqlx::error::DatabaseError) -> Option<u32> {
+    e.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    e.code()?.parse::<u32>().ok().map(|c| c & 0xff)
 }
 
 /// Errors that may carry a database error, for the PostgreSQL breaker to judge.

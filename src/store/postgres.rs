@@ -66,23 +66,17 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// timeout to count as an outage: longer than a statement may run.
 const SILENT_FOR: Duration = Duration::from_secs(12);
 
-/// Reports a probe that never answered (its task dropped with the runtime it ran on) as a
-/// failed one, so the breaker does not wait for it for ever and the next call probes again.
-struct ProbeGuard(Option<Arc<Breaker>>);
-
-impl ProbeGuard {
-    fn report(mut self, answered: bool) {
-        if let Some(breaker) = self.0.take() {
-            breaker.probed(answered);
-        }
-    }
+/// Reports the probe's answer when dropped; a probe that never answered (its task dropped with
+/// the runtime it ran on) counts as failed, so the breaker does not wait for it for ever and
+/// the next call probes again.
+struct ProbeGuard {
+    breaker: Arc<Breaker>,
+    answered: bool,
 }
 
 impl Drop for ProbeGuard {
     fn drop(&mut self) {
-        if let Some(breaker) = self.0.take() {
-            breaker.probed(false);
-        }
+        self.breaker.probed(self.answered);
     }
 }
 
@@ -95,16 +89,21 @@ impl PgStore {
             Check::Open => Err(StoreError::Unreachable),
             Check::ProbeDue => {
                 let pool = self.pool.clone();
-                let breaker = Arc::clone(&self.breaker);
-                let guard = ProbeGuard(Some(Arc::clone(&self.breaker)));
+                let mut guard = ProbeGuard {
+                    breaker: Arc::clone(&self.breaker),
+                    answered: false,
+                };
                 tokio::spawn(async move {
                     let ping = sqlx::query("SELECT 1").execute(&pool);
-                    let answered = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                    guard.answered = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
                         Ok(Ok(_)) => true,
-                        Ok(Err(e)) => !outage(&StoreError::from(e), &pool, breaker.silent_for()),
+                        Ok(Err(e)) => {
+                            !outage(&StoreError::from(e), &pool, guard.breaker.silent_for())
+                        }
                         Err(_) => false,
                     };
-                    guard.report(answered);
+                    // Dropping the guard reports the answer.
+                    drop(guard);
                 });
                 Err(StoreError::Unreachable)
             }
@@ -218,10 +217,16 @@ mod tests {
         breaker.trip();
         std::thread::sleep(WINDOW);
         assert_eq!(breaker.check(), Check::ProbeDue);
-        drop(ProbeGuard(Some(Arc::clone(&breaker))));
+        drop(ProbeGuard {
+            breaker: Arc::clone(&breaker),
+            answered: false,
+        });
         std::thread::sleep(WINDOW);
         assert_eq!(breaker.check(), Check::ProbeDue, "not waiting for ever");
-        ProbeGuard(Some(Arc::clone(&breaker))).report(true);
+        drop(ProbeGuard {
+            breaker: Arc::clone(&breaker),
+            answered: true,
+        });
         assert_eq!(breaker.check(), Check::Closed);
     }
 
