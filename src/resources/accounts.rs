@@ -292,3 +292,103 @@ pub async fn transactions(
         "Meta": meta,
     }))
 }
+
+/// The account reads an upstream core system can answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountRead {
+    Accounts,
+    Balances,
+    Transactions,
+}
+
+/// Fields of OBTransaction6 that only ReadTransactionsDetail grants (UK OB Read/Write v3.1,
+/// "Permission codes": Basic excludes them).
+const TRANSACTION_DETAIL_FIELDS: &[&str] = &[
+    "TransactionInformation",
+    "Balance",
+    "MerchantDetails",
+    "CreditorAgent",
+    "CreditorAccount",
+    "DebtorAgent",
+    "DebtorAccount",
+];
+/// Fields of OBAccount6 that only ReadAccountsDetail grants.
+const ACCOUNT_DETAIL_FIELDS: &[&str] = &["Account", "Servicer"];
+
+/// Cuts an upstream core system's answer to an account read down to what the consent grants,
+/// whatever the upstream returned: only the consented accounts (and only `account_id` when the
+/// path names one), only transactions inside the consent's window and of the granted
+/// directions, and no Detail fields without the Detail permission. The answer is rebuilt from
+/// the entries that pass; one the gateway cannot check is refused rather than relayed.
+pub fn restrict_upstream(
+    consent: &ConsentRecord,
+    read: AccountRead,
+    account_id: Option<&str>,
+    body: &[u8],
+) -> Result<Value, ResourceError> {
+    let d = details(consent)?;
+    let has = |p| d.permissions.contains(&p);
+    let unreadable = |what: &str| {
+        ResourceError::UpstreamUnreadable(format!(
+            "the upstream's answer {what}; it cannot be checked against consent {}",
+            consent.consent_id
+        ))
+    };
+    let mut value: Value = serde_json::from_slice(body).map_err(|_| unreadable("is not JSON"))?;
+    let key = match read {
+        AccountRead::Accounts => "Account",
+        AccountRead::Balances => "Balance",
+        AccountRead::Transactions => "Transaction",
+    };
+    let entries = value
+        .get_mut("Data")
+        .and_then(|d| d.get_mut(key))
+        .and_then(Value::as_array_mut)
+        .map(std::mem::take)
+        .ok_or_else(|| unreadable(&format!("has no Data.{key} list")))?;
+    let consented = consent.account_ids();
+    let allowed = |entry: &Value| {
+        entry["AccountId"].as_str().is_some_and(|id| {
+            consented.iter().any(|c| c == id) && account_id.is_none_or(|path| path == id)
+        })
+    };
+    let from = d
+        .transaction_from_date_time
+        .as_deref()
+        .and_then(clock::parse);
+    let to = d.transaction_to_date_time.as_deref().and_then(clock::parse);
+    let in_window = |entry: &Value| {
+        entry["BookingDateTime"]
+            .as_str()
+            .and_then(|s| clock::parse(s).or_else(|| clock::parse(&format!("{s}Z"))))
+            .is_some_and(|at| from.is_none_or(|f| at >= f) && to.is_none_or(|t| at <= t))
+    };
+    let direction_granted = |entry: &Value| match entry["CreditDebitIndicator"].as_str() {
+        Some("Credit") => has(Permission::ReadTransactionsCredits),
+        Some("Debit") => has(Permission::ReadTransactionsDebits),
+        _ => false,
+    };
+    let (detail, detail_fields) = match read {
+        AccountRead::Accounts => (has(Permission::ReadAccountsDetail), ACCOUNT_DETAIL_FIELDS),
+        AccountRead::Balances => (true, &[][..]),
+        AccountRead::Transactions => (
+            has(Permission::ReadTransactionsDetail),
+            TRANSACTION_DETAIL_FIELDS,
+        ),
+    };
+    let kept: Vec<Value> = entries
+        .into_iter()
+        .filter(|e| e.is_object() && allowed(e))
+        .filter(|e| read != AccountRead::Transactions || (in_window(e) && direction_granted(e)))
+        .map(|mut e| {
+            if !detail && let Some(fields) = e.as_object_mut() {
+                for f in detail_fields {
+                    fields.remove(*f);
+                }
+            }
+            e
+        })
+        .collect();
+    value["Data"] = json!({ key: kept });
+    Ok(value)
+}

@@ -91,6 +91,10 @@ pub enum ResourceError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An upstream core system answered with something the gateway cannot check against the
+    /// consent: nothing of it is relayed.
+    #[error("{0}")]
+    UpstreamUnreadable(String),
     /// Shared state is unreachable.
     #[error("{0}")]
     Unavailable(String),

@@ -91,6 +91,34 @@ fn response(p: &PaymentRecord, base_url: &str) -> Result<Value, ResourceError> {
     }))
 }
 
+/// What a payment request must be before anything is paid, in the sandbox bank or by an
+/// upstream core system alike: it names the token's consent and repeats the consent's
+/// `Initiation` and `Risk` exactly (what the customer saw and approved).
+fn checked_payment(consent: &ConsentRecord, value: Value) -> Result<PaymentRequest, ResourceError> {
+    let request: PaymentRequest = serde_json::from_value(value).map_err(malformed)?;
+    same_consent(&request.data.consent_id, consent)?;
+    let authorised: DomesticPaymentConsentDetails =
+        serde_json::from_str(&consent.data).map_err(|e| corrupt(&consent.consent_id, e))?;
+    let as_value = |i: &DomesticInitiation| serde_json::to_value(i).unwrap_or(Value::Null);
+    if as_value(&request.data.initiation) != as_value(&authorised.initiation) {
+        return Err(ResourceError::field(
+            CONSENT_MISMATCH,
+            "Data.Initiation",
+            "the Initiation differs from the one the customer authorised in the consent",
+        ));
+    }
+    let consent_risk: Value =
+        serde_json::from_str(&consent.risk).map_err(|e| corrupt(&consent.consent_id, e))?;
+    if request.risk != consent_risk {
+        return Err(ResourceError::field(
+            CONSENT_MISMATCH,
+            "Risk",
+            "the Risk differs from the consent's",
+        ));
+    }
+    Ok(request)
+}
+
 /// Makes the payment the consent authorised and returns its response. The same idempotency
 /// key with the same body returns the first response and pays nothing; with another body it
 /// is refused.
@@ -116,27 +144,7 @@ pub async fn create(
         }
         return response(&existing, base_url);
     }
-    let request: PaymentRequest = serde_json::from_value(value).map_err(malformed)?;
-    same_consent(&request.data.consent_id, consent)?;
-    let authorised: DomesticPaymentConsentDetails =
-        serde_json::from_str(&consent.data).map_err(|e| corrupt(&consent.consent_id, e))?;
-    let as_value = |i: &DomesticInitiation| serde_json::to_value(i).unwrap_or(Value::Null);
-    if as_value(&request.data.initiation) != as_value(&authorised.initiation) {
-        return Err(ResourceError::field(
-            CONSENT_MISMATCH,
-            "Data.Initiation",
-            "the Initiation differs from the one the customer authorised in the consent",
-        ));
-    }
-    let consent_risk: Value =
-        serde_json::from_str(&consent.risk).map_err(|e| corrupt(&consent.consent_id, e))?;
-    if request.risk != consent_risk {
-        return Err(ResourceError::field(
-            CONSENT_MISMATCH,
-            "Risk",
-            "the Risk differs from the consent's",
-        ));
-    }
+    let request = checked_payment(consent, value)?;
     let account_id = consent
         .account_ids()
         .into_iter()
@@ -248,8 +256,8 @@ pub async fn create(
 /// How long the gateway remembers an idempotency key of a payment it passed upstream.
 const UPSTREAM_KEY_MEMORY: i64 = 86_400;
 
-/// Before a payment goes to an upstream core system: the request must name this consent, and
-/// the consent is consumed here, atomically, so it pays once whatever the upstream does. A
+/// Before a payment goes to an upstream core system: the request passes every check the
+/// sandbox bank makes ([`checked_payment`]), and the consent is consumed here, atomically, so it pays once whatever the upstream does. A
 /// repeat with the same key and body passes again (the upstream gets the same
 /// `x-idempotency-key`); another body under the key, or a new key once consumed, is refused.
 pub async fn claim_for_upstream(
@@ -263,8 +271,6 @@ pub async fn claim_for_upstream(
 ) -> Result<(), ResourceError> {
     let value: Value = serde_json::from_slice(body).map_err(malformed)?;
     let hash = fingerprint(&value);
-    let consent_id = value["Data"]["ConsentId"].as_str().unwrap_or_default();
-    same_consent(consent_id, consent)?;
     let unavailable = |e: crate::state::StateError| ResourceError::Unavailable(e.to_string());
     let key = format!("upstream-payment:{client_id}:{idempotency_key}");
     let ts = now.unix_timestamp();
@@ -277,6 +283,7 @@ pub async fn claim_for_upstream(
             ))
         };
     }
+    checked_payment(consent, value)?;
     let consumed = store
         .transition_consent(
             &consent.consent_id,
@@ -317,15 +324,13 @@ pub async fn get(
     }
 }
 
-/// `POST /funds-confirmations`: whether the consented account could pay this amount now.
-pub async fn confirm_funds(
-    store: &Store,
-    client_id: &str,
+/// What a funds-confirmation request must be, answered here or upstream alike: it names the
+/// token's consent, has a reference of 1 to 35 characters and a positive amount. Returns the
+/// request and the amount in minor units.
+fn checked_funds_request(
     consent: &ConsentRecord,
     body: &[u8],
-    base_url: &str,
-    now: OffsetDateTime,
-) -> Result<Value, ResourceError> {
+) -> Result<(FundsRequest, i64), ResourceError> {
     let request: FundsRequest = serde_json::from_slice(body).map_err(malformed)?;
     same_consent(&request.data.consent_id, consent)?;
     let reference = &request.data.reference;
@@ -336,6 +341,39 @@ pub async fn confirm_funds(
             "must be 1 to 35 characters",
         ));
     }
+    let amount = &request.data.instructed_amount;
+    let minor = parse_minor(&amount.amount)
+        .filter(|m| *m > 0)
+        .ok_or_else(|| {
+            ResourceError::field(
+                FIELD_INVALID,
+                "Data.InstructedAmount.Amount",
+                format!(
+                    "{:?} is not a positive amount in whole pence",
+                    amount.amount
+                ),
+            )
+        })?;
+    Ok((request, minor))
+}
+
+/// Before a funds confirmation goes to an upstream core system: every check of
+/// [`checked_funds_request`], the one the sandbox bank makes too.
+pub fn check_funds_for_upstream(consent: &ConsentRecord, body: &[u8]) -> Result<(), ResourceError> {
+    checked_funds_request(consent, body).map(|_| ())
+}
+
+/// `POST /funds-confirmations`: whether the consented account could pay this amount now.
+pub async fn confirm_funds(
+    store: &Store,
+    client_id: &str,
+    consent: &ConsentRecord,
+    body: &[u8],
+    base_url: &str,
+    now: OffsetDateTime,
+) -> Result<Value, ResourceError> {
+    let (request, minor) = checked_funds_request(consent, body)?;
+    let reference = &request.data.reference;
     let account_id = consent
         .account_ids()
         .into_iter()
@@ -353,18 +391,6 @@ pub async fn confirm_funds(
             format!("the account is in {}", account.currency),
         ));
     }
-    let minor = parse_minor(&amount.amount)
-        .filter(|m| *m > 0)
-        .ok_or_else(|| {
-            ResourceError::field(
-                FIELD_INVALID,
-                "Data.InstructedAmount.Amount",
-                format!(
-                    "{:?} is not a positive amount in whole pence",
-                    amount.amount
-                ),
-            )
-        })?;
     let id = format!("fc-{}", uuid::Uuid::new_v4().simple());
     let stamp = clock::ob_datetime(now);
     let data = json!({

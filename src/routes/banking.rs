@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::guard::Authorized;
 use super::upstream;
 use crate::clock;
-use crate::resources::accounts::{self, TransactionParams};
+use crate::resources::accounts::{self, AccountRead, TransactionParams};
 use crate::resources::codes;
 use crate::resources::payments;
 use crate::store::ConsentRecord;
@@ -43,7 +43,15 @@ pub async fn list_accounts(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
+        return upstream::forward_account_read(
+            &req,
+            &auth,
+            up,
+            read_body(payload).await?,
+            &state,
+            AccountRead::Accounts,
+        )
+        .await;
     }
     let body = accounts::list(&state.store, consent(&auth)?, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -67,7 +75,15 @@ pub async fn get_account(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
+        return upstream::forward_account_read(
+            &req,
+            &auth,
+            up,
+            read_body(payload).await?,
+            &state,
+            AccountRead::Accounts,
+        )
+        .await;
     }
     let body = accounts::one(&state.store, consent(&auth)?, &id, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -91,7 +107,15 @@ pub async fn get_balances(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
+        return upstream::forward_account_read(
+            &req,
+            &auth,
+            up,
+            read_body(payload).await?,
+            &state,
+            AccountRead::Balances,
+        )
+        .await;
     }
     let body = accounts::balances(&state.store, consent(&auth)?, &id, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -118,7 +142,15 @@ pub async fn get_transactions(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
+        return upstream::forward_account_read(
+            &req,
+            &auth,
+            up,
+            read_body(payload).await?,
+            &state,
+            AccountRead::Transactions,
+        )
+        .await;
     }
     let params = Query::<TransactionParams>::from_query(req.query_string()).map_err(|e| {
         ApiError::bad_request("invalid_query", codes::FIELD_INVALID, None, e.to_string())
@@ -242,10 +274,11 @@ pub async fn confirm_funds(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
-    }
     let body = read_body(payload).await?;
+    if let Some(up) = auth.permit.upstream() {
+        payments::check_funds_for_upstream(consent(&auth)?, &body)?;
+        return upstream::forward(&req, &auth, up, body, &state).await;
+    }
     let body = payments::confirm_funds(
         &state.store,
         auth.client.client_id.as_str(),

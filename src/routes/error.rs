@@ -204,6 +204,7 @@ impl From<ResourceError> for ApiError {
                 message,
             },
             ResourceError::Store(s) => s.into(),
+            ResourceError::UpstreamUnreadable(cause) => Self::Upstream(cause),
             ResourceError::Unavailable(cause) => Self::Unavailable {
                 backend: Backend::SharedState,
                 cause,
@@ -264,8 +265,16 @@ impl ResponseError for ApiError {
         let (body, www_authenticate) = match self {
             Self::OAuth(e) => {
                 res.insert_header((header::CACHE_CONTROL, "no-store"));
+                let description = match e {
+                    // Our own failure: the cause is for the log, not the caller.
+                    OAuthError::ServerError(cause) => {
+                        tracing::error!(%cause, "request failed");
+                        "internal error; see the gateway log"
+                    }
+                    _ => e.description(),
+                };
                 (
-                    json!({"error": e.to_string(), "error_description": e.description()}),
+                    json!({"error": e.to_string(), "error_description": description}),
                     None,
                 )
             }

@@ -1,7 +1,10 @@
 //! Upstream mode: the policy sends a route's requests to a core-banking URL instead of the
-//! sandbox bank. Every check the sandbox path makes is made here first (the account is in the
-//! consent; a payment consent pays once); the upstream learns who is asking from headers the
-//! gateway sets, and never sees the bearer token or the client certificate.
+//! sandbox bank. Every check the sandbox path makes is made before the request leaves (the
+//! account is in the consent; a payment repeats its consent and pays once; a funds
+//! confirmation names its consent), by the same functions in `resources`; an account read's
+//! answer is cut down to what the consent grants before the TPP sees it. The upstream learns
+//! who is asking from headers the gateway sets, and never sees the bearer token or the client
+//! certificate.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
@@ -14,7 +17,8 @@ use super::edge::{INTERACTION_ID, InteractionId};
 use super::error::ApiError;
 use super::guard::Authorized;
 use crate::policy::Upstream;
-use crate::resources::{accounts, codes};
+use crate::resources::accounts::{self, AccountRead};
+use crate::resources::codes;
 
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-obgate-client-id");
 pub const CONSENT_ID_HEADER: HeaderName = HeaderName::from_static("x-obgate-consent-id");
@@ -28,6 +32,21 @@ fn dot_segment(segment: &str) -> bool {
     s == "." || s == ".."
 }
 
+/// What the upstream answered.
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Bytes,
+}
+
+impl Answer {
+    fn relay(self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .content_type(self.content_type)
+            .body(self.body)
+    }
+}
+
 /// Sends this request (its `body` already read) to `upstream` and relays its status, content
 /// type and body.
 pub async fn forward(
@@ -37,6 +56,38 @@ pub async fn forward(
     body: Bytes,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(send(req, auth, upstream, body, state).await?.relay())
+}
+
+/// Sends an account read to `upstream`; a successful answer reaches the TPP only as far as
+/// the consent grants it ([`accounts::restrict_upstream`]), an error answer as it came.
+pub async fn forward_account_read(
+    req: &HttpRequest,
+    auth: &Authorized,
+    upstream: &Upstream,
+    body: Bytes,
+    state: &AppState,
+    read: AccountRead,
+) -> Result<HttpResponse, ApiError> {
+    let consent = auth.consent.as_ref().ok_or_else(|| {
+        ApiError::Internal("an account read reached the upstream without a consent".into())
+    })?;
+    let answer = send(req, auth, upstream, body, state).await?;
+    if !answer.status.is_success() {
+        return Ok(answer.relay());
+    }
+    let account_id = req.match_info().get("AccountId");
+    let value = accounts::restrict_upstream(consent, read, account_id, &answer.body)?;
+    Ok(HttpResponse::build(answer.status).json(value))
+}
+
+async fn send(
+    req: &HttpRequest,
+    auth: &Authorized,
+    upstream: &Upstream,
+    body: Bytes,
+    state: &AppState,
+) -> Result<Answer, ApiError> {
     if req.path().split('/').any(dot_segment) {
         return Err(ApiError::bad_request(
             "path_dot_segment",
@@ -92,10 +143,12 @@ pub async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
-    let bytes = res.bytes().await.map_err(|e| failed(&e))?;
-    Ok(HttpResponse::build(status)
-        .content_type(content_type)
-        .body(bytes))
+    let body = res.bytes().await.map_err(|e| failed(&e))?;
+    Ok(Answer {
+        status,
+        content_type,
+        body,
+    })
 }
 
 #[cfg(test)]

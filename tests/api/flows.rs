@@ -682,7 +682,7 @@ async fn funds_confirmation_answers_yes_or_no_for_the_consented_account() -> Tes
 
 // ---------------------------------------------------------------- PAR, PKCE and codes
 
-async fn raw_par(tpp: &Tpp<'_>, form: &[(&str, &str)]) -> Res<(u16, Value)> {
+pub async fn raw_par(tpp: &Tpp<'_>, form: &[(&str, &str)]) -> Res<(u16, Value)> {
     let res = tpp
         .http
         .post(format!("{}/par", tpp.mtls))
@@ -693,7 +693,7 @@ async fn raw_par(tpp: &Tpp<'_>, form: &[(&str, &str)]) -> Res<(u16, Value)> {
     Ok((status, res.json().await?))
 }
 
-fn claims(consent: &str) -> String {
+pub fn claims(consent: &str) -> String {
     json!({"id_token": {"openbanking_intent_id": {"value": consent, "essential": true}}})
         .to_string()
 }
@@ -1599,199 +1599,6 @@ async fn signed_request_objects_are_verified_against_the_clients_keys() -> TestR
     )
     .await?;
     assert_eq!(status, 400, "expired request object");
-    Ok(())
-}
-
-// ---------------------------------------------------------------- upstream mode
-
-#[tokio::test]
-async fn upstream_routes_carry_who_is_asking_but_never_the_token_or_certificate() -> TestResult {
-    use std::sync::{Arc, Mutex};
-    type Headers = Vec<(String, String)>;
-    let seen: Arc<Mutex<Vec<Headers>>> = Arc::default();
-    let recorder = Arc::clone(&seen);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let server = actix_web::HttpServer::new(move || {
-        let recorder = Arc::clone(&recorder);
-        actix_web::App::new().default_service(actix_web::web::to(
-            move |req: actix_web::HttpRequest| {
-                let recorder = Arc::clone(&recorder);
-                async move {
-                    let headers = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
-                        .chain([("path".to_string(), req.uri().to_string())])
-                        .collect();
-                    if let Ok(mut s) = recorder.lock() {
-                        s.push(headers);
-                    }
-                    actix_web::HttpResponse::Ok()
-                        .json(json!({"Data": {"Account": [{"AccountId": "core-1"}]}}))
-                }
-            },
-        ))
-    })
-    .workers(1)
-    .listen(listener)?
-    .run();
-    let upstream_handle = server.handle();
-    tokio::spawn(server);
-
-    let app = spawn_app_with(with_policy(move |t| {
-        let mut t = t;
-        for (route, tail) in [
-            (
-                "/open-banking/v3.1/aisp/accounts",
-                "scope = \"accounts\"\nconsent = \"account-access\"\n",
-            ),
-            (
-                "/open-banking/v3.1/aisp/accounts/{AccountId}/balances",
-                "scope = \"accounts\"\nconsent = \"account-access\"\n",
-            ),
-            (
-                "/open-banking/v3.1/pisp/domestic-payments",
-                "scope = \"payments\"\nconsent = \"domestic-payment\"\n",
-            ),
-        ] {
-            let rule = format!(
-                "route = \"{route}\"\nrole = \"{}\"\n{tail}",
-                if route.contains("pisp") {
-                    "PISP"
-                } else {
-                    "AISP"
-                }
-            );
-            t = t.replace(&rule, &format!("{rule}upstream = \"core\"\n"));
-        }
-        format!("{t}\n[upstreams.core]\nurl = \"http://127.0.0.1:{port}/core\"\n")
-    }))
-    .await?;
-    let a = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
-    let (tokens, _) = ais_tokens(&a).await?;
-    let res = a
-        .http
-        .get(format!("{}{ACCOUNTS}?x=1", app.mtls))
-        .bearer_auth(&tokens.access_token)
-        .header("x-fapi-interaction-id", "upstream-test-1")
-        .send()
-        .await?;
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await?;
-    assert_eq!(
-        body["Data"]["Account"][0]["AccountId"],
-        json!("core-1"),
-        "served by the upstream"
-    );
-    // A consent refusal never reaches the upstream.
-    let cc = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
-    assert_eq!(a.get(&cc, ACCOUNTS).await?.0, 403);
-
-    let calls = seen.lock().map_err(|_| "poisoned")?.clone();
-    assert_eq!(calls.len(), 1, "{calls:?}");
-    let h = |name: &str| {
-        calls[0]
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    assert_eq!(
-        h("path").as_deref(),
-        Some("/core/open-banking/v3.1/aisp/accounts?x=1")
-    );
-    assert_eq!(h("x-obgate-client-id").as_deref(), Some("tpp-a"));
-    assert_eq!(h("x-obgate-consent-id"), Some(tokens.consent_id.clone()));
-    assert_eq!(
-        h("x-fapi-interaction-id").as_deref(),
-        Some("upstream-test-1")
-    );
-    assert!(
-        h("authorization").is_none(),
-        "the bearer token never leaves"
-    );
-    let leaked = calls[0].iter().any(|(k, v)| {
-        k.contains("cert") || v.contains(&tokens.access_token) || v.contains("BEGIN CERTIFICATE")
-    });
-    assert!(!leaked, "{calls:?}");
-    let shared = h("x-obgate-account-ids").ok_or("no account ids")?;
-
-    // An account outside the consent is refused before the upstream is asked.
-    let bobs = app.store.accounts_of("bob").await?;
-    let (status, _) = a
-        .get(
-            &tokens.access_token,
-            &format!("{ACCOUNTS}/{}/balances", bobs[0].account_id),
-        )
-        .await?;
-    assert_eq!(status, 403);
-    let (status, _) = a
-        .get(
-            &tokens.access_token,
-            &format!("{ACCOUNTS}/{shared}/balances"),
-        )
-        .await?;
-    assert_eq!(status, 200);
-    assert_eq!(
-        seen.lock().map_err(|_| "poisoned")?.len(),
-        2,
-        "only the consented read went upstream"
-    );
-
-    // A payment consent pays once even when the upstream makes the payment.
-    let consent_body = payment_body("5.00");
-    let pay_consent = a
-        .consent(PAYMENT_CONSENTS, "payments", &consent_body)
-        .await?;
-    let flow = a.par("openid payments", &pay_consent).await?;
-    let cb = customer_decides(&app, &flow.authorize_url, "alice", first, "approve").await?;
-    let pay = a.finish(flow, &cb).await?;
-    let v: Value = serde_json::from_str(&consent_body)?;
-    let payment = json!({"Data": {"ConsentId": pay_consent, "Initiation": v["Data"]["Initiation"]}, "Risk": v["Risk"]});
-    let key = uuid();
-    assert_eq!(
-        a.post_json(&pay.access_token, PAYMENTS, Some(&key), &payment)
-            .await?
-            .0,
-        200
-    );
-    assert_eq!(
-        a.post_json(&pay.access_token, PAYMENTS, Some(&key), &payment)
-            .await?
-            .0,
-        200,
-        "an idempotent repeat passes"
-    );
-    let mut other = payment.clone();
-    other["Risk"] = json!({"x": 1});
-    assert_eq!(
-        a.post_json(&pay.access_token, PAYMENTS, Some(&key), &other)
-            .await?
-            .0,
-        400
-    );
-    assert_eq!(
-        a.post_json(&pay.access_token, PAYMENTS, Some(&uuid()), &payment)
-            .await?
-            .0,
-        403,
-        "a second payment"
-    );
-    let calls = seen.lock().map_err(|_| "poisoned")?.clone();
-    let payments: Vec<_> = calls
-        .iter()
-        .filter(|c| {
-            c.iter()
-                .any(|(k, v)| k == "path" && v.ends_with("/domestic-payments"))
-        })
-        .collect();
-    assert_eq!(payments.len(), 2, "first try and its repeat");
-    assert!(
-        payments
-            .iter()
-            .all(|c| c.iter().any(|(k, v)| k == "x-idempotency-key" && *v == key))
-    );
-    upstream_handle.stop(false).await;
     Ok(())
 }
 

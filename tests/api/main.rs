@@ -7,3 +7,4 @@ mod resources;
 mod scale;
 mod tls;
 mod tokens;
+mod upstream;
