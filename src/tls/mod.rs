@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use actix_http::Protocol;
 use arc_swap::ArcSwap;
+use openssl::ex_data::Index;
 use openssl::pkey::PKey;
 use openssl::ssl::{
     AlpnError, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslOptions, SslVerifyMode,
@@ -76,38 +77,66 @@ pub enum Listener {
     Public,
 }
 
+/// What the mTLS listener trusts, swapped whole on reload. A handshake reads it once, when the
+/// connection arrives: the context its client certificate is verified with and the generation
+/// the connection is tagged with are one value, so a handshake that straddles a reload is tagged
+/// with the trust it was actually checked against. Session tickets are keyed per context, so a
+/// session issued before a reload cannot be resumed after it.
+struct MtlsTrust {
+    acceptor: SslAcceptor,
+    operator_anchors: HashSet<Thumbprint>,
+    generation: u64,
+}
+
 /// Both listeners' OpenSSL contexts, swapped atomically on reload.
 pub struct TlsFrontend {
-    mtls: ArcSwap<SslAcceptor>,
+    mtls: ArcSwap<MtlsTrust>,
     public: ArcSwap<SslAcceptor>,
     self_signed: Arc<ArcSwap<HashSet<Thumbprint>>>,
-    operator_anchors: ArcSwap<HashSet<Thumbprint>>,
-    /// Bumped by every reload; connections verified under an older one are refused.
-    generation: Arc<AtomicU64>,
+    /// The newest trust generation; connections verified under an older one are refused.
+    live_generation: Arc<AtomicU64>,
+    /// Where each mTLS connection keeps the trust its handshake used.
+    handshake_trust: Index<Ssl, Arc<MtlsTrust>>,
+    /// Serialises reloads, so generations are published in the order they were made.
+    reloading: Mutex<()>,
     on_failure: FailureSink,
 }
 
 impl TlsFrontend {
     pub fn new(settings: &TlsSettings, on_failure: FailureSink) -> Result<Self, TlsError> {
         Ok(Self {
-            mtls: ArcSwap::from_pointee(mtls_acceptor(settings)?),
+            mtls: ArcSwap::from_pointee(MtlsTrust {
+                acceptor: mtls_acceptor(settings)?,
+                operator_anchors: operator_anchors(settings)?,
+                generation: 0,
+            }),
             public: ArcSwap::from_pointee(public_acceptor(settings)?),
             self_signed: Arc::new(ArcSwap::from_pointee(HashSet::new())),
-            operator_anchors: ArcSwap::from_pointee(operator_anchors(settings)?),
-            generation: Arc::new(AtomicU64::new(0)),
+            live_generation: Arc::new(AtomicU64::new(0)),
+            handshake_trust: Ssl::new_ex_index()?,
+            reloading: Mutex::new(()),
             on_failure,
         })
     }
 
     /// Re-reads certificates, trust anchors and CRLs. On error the old contexts stay in force.
     pub fn reload(&self, settings: &TlsSettings) -> Result<(), TlsError> {
-        let mtls = mtls_acceptor(settings)?;
+        let acceptor = mtls_acceptor(settings)?;
         let public = public_acceptor(settings)?;
-        let operators = operator_anchors(settings)?;
-        self.mtls.store(Arc::new(mtls));
+        let operator_anchors = operator_anchors(settings)?;
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The live generation moves first: a connection verified under the old trust is refused
+        // from now on, even one whose handshake completes after the new trust is in place.
+        let generation = self.live_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.mtls.store(Arc::new(MtlsTrust {
+            acceptor,
+            operator_anchors,
+            generation,
+        }));
         self.public.store(Arc::new(public));
-        self.operator_anchors.store(Arc::new(operators));
-        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -117,9 +146,25 @@ impl TlsFrontend {
         self.self_signed.store(Arc::new(thumbprints));
     }
 
-    /// Who is on the other end of an established connection.
+    /// Who is on the other end of an established connection, judged by the trust its own
+    /// handshake used.
     pub fn identify(&self, ssl: &openssl::ssl::SslRef) -> PeerIdentity {
-        PeerIdentity::from_session(ssl, &self.operator_anchors.load(), &self.generation)
+        let Some(trust) = ssl.ex_data(self.handshake_trust) else {
+            // Only the public listener's connections carry no trust: they have no certificate.
+            return match ssl.peer_certificate() {
+                None => PeerIdentity::Absent,
+                Some(_) => {
+                    PeerIdentity::Rejected("the connection's handshake left no trust record")
+                }
+            };
+        };
+        PeerIdentity::from_session(
+            ssl,
+            &trust.operator_anchors,
+            &self.self_signed.load(),
+            trust.generation,
+            &self.live_generation,
+        )
     }
 
     /// The handshake of a connection that arrived on `listener`.
@@ -137,9 +182,10 @@ impl TlsFrontend {
     /// The mTLS handshake: a client certificate is required and must verify.
     async fn accept_mtls(&self, tcp: TcpStream) -> Option<(TlsIo, Protocol, Option<SocketAddr>)> {
         let peer = tcp.peer_addr().ok();
-        let acceptor = self.mtls.load_full();
+        let trust = self.mtls.load_full();
         let rejection: Arc<Mutex<Option<Rejection>>> = Arc::default();
-        let mut ssl = Ssl::new(acceptor.context()).ok()?;
+        let mut ssl = Ssl::new(trust.acceptor.context()).ok()?;
+        ssl.set_ex_data(self.handshake_trust, trust);
         {
             let rejection = Arc::clone(&rejection);
             let registered = Arc::clone(&self.self_signed);
@@ -215,7 +261,15 @@ fn verify_client(
         return true;
     }
     let code = ctx.error().as_raw();
-    if code == openssl_sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT && ctx.error_depth() == 0 {
+    // A registered self-signed leaf has no issuer to ask about it and so no CRL: OpenSSL 3.0
+    // reports that too (3.6 stops at the self-signature). Its revocation is its removal from
+    // the registry.
+    let self_signed_leaf_error = code == openssl_sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+        || code == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL;
+    if self_signed_leaf_error
+        && ctx.error_depth() == 0
+        && ctx.current_cert().is_some_and(peer::is_self_issued)
+    {
         let is_registered = ctx
             .current_cert()
             .and_then(|c| Thumbprint::of(c).ok())

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::ssl::SslRef;
-use openssl::x509::{X509NameRef, X509Ref, X509VerifyResult};
+use openssl::x509::{X509NameRef, X509Ref};
 
 /// SHA-256 of a certificate's DER encoding: the RFC 8705 §3.1 `x5t#S256` input.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,7 +129,8 @@ impl VerifiedClientCert {
         cert: &X509Ref,
         trust: CertTrust,
         operator_roles: Vec<OperatorRole>,
-        generation: &Arc<AtomicU64>,
+        generation: u64,
+        live_generation: &Arc<AtomicU64>,
     ) -> Option<Self> {
         let thumbprint = Thumbprint::of(cert).ok()?;
         let not_after = not_after_unix(cert)?;
@@ -144,8 +145,8 @@ impl VerifiedClientCert {
             not_after,
             trust,
             operator_roles,
-            generation: generation.load(Ordering::Acquire),
-            live_generation: Arc::clone(generation),
+            generation,
+            live_generation: Arc::clone(live_generation),
         })))
     }
 
@@ -227,23 +228,33 @@ pub enum PeerIdentity {
 }
 
 impl PeerIdentity {
-    /// Reads the identity from an established TLS session, double-checking OpenSSL's verdict.
-    /// A certificate is an operator's only if its verified chain ends at one of
-    /// `operator_anchors` and its subject says so; on a resumed session, where OpenSSL keeps no
-    /// chain, it is not (fail closed: the operator does a full handshake next time).
+    /// Reads the identity from an established TLS session, double-checking OpenSSL's verdict
+    /// against the trust the handshake used (`generation`, checked later against
+    /// `live_generation`). A certificate is an operator's only if its verified chain ends at
+    /// one of `operator_anchors` and its subject says so; on a resumed session, where OpenSSL
+    /// keeps no chain, it is not (fail closed: the operator does a full handshake next time).
     pub fn from_session(
         ssl: &SslRef,
         operator_anchors: &HashSet<Thumbprint>,
-        generation: &Arc<AtomicU64>,
+        self_signed: &HashSet<Thumbprint>,
+        generation: u64,
+        live_generation: &Arc<AtomicU64>,
     ) -> Self {
         let Some(cert) = ssl.peer_certificate() else {
             return Self::Absent;
         };
-        let result = ssl.verify_result();
-        let trust = if result == X509VerifyResult::OK {
+        let result = ssl.verify_result().as_raw();
+        let registered_self_signed = || {
+            is_self_issued(&cert) && Thumbprint::of(&cert).is_ok_and(|t| self_signed.contains(&t))
+        };
+        let trust = if result == openssl_sys::X509_V_OK {
             CertTrust::Chain
-        } else if result.as_raw() == openssl_sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT {
-            // Only reachable when our verify callback accepted a registered self-signed cert.
+        } else if (result == openssl_sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+            || result == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL)
+            && registered_self_signed()
+        {
+            // Only reachable when our verify callback accepted a registered self-signed leaf
+            // (or a session it accepted is resumed); still registered now.
             CertTrust::SelfSignedRegistered
         } else {
             return Self::Rejected("certificate verification failed");
@@ -261,7 +272,7 @@ impl PeerIdentity {
         if !anchored {
             roles.clear();
         }
-        match VerifiedClientCert::from_handshake(&cert, trust, roles, generation) {
+        match VerifiedClientCert::from_handshake(&cert, trust, roles, generation, live_generation) {
             Some(v) => Self::Verified(v),
             None => Self::Rejected("certificate could not be read"),
         }
@@ -272,6 +283,15 @@ impl PeerIdentity {
         req.conn_data::<PeerIdentity>()
             .cloned()
             .unwrap_or(PeerIdentity::Absent)
+    }
+}
+
+/// Whether `cert` names itself as its issuer (RFC 5280 §3.2 "self-issued"; a leaf's key need
+/// not be allowed to sign certificates, so OpenSSL's `X509_check_issued` would say no).
+pub fn is_self_issued(cert: &X509Ref) -> bool {
+    match (cert.subject_name().to_der(), cert.issuer_name().to_der()) {
+        (Ok(subject), Ok(issuer)) => subject == issuer,
+        _ => false,
     }
 }
 
