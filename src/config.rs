@@ -48,6 +48,9 @@ pub struct ServerSettings {
     pub mtls_url: String,
     /// Worker threads per listener set; 0 means one per core.
     pub workers: usize,
+    /// How long a whole request (head and body) may take to arrive, on every listener; then
+    /// `408` and the connection is closed.
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -142,6 +145,7 @@ impl Settings {
                 public_url: "https://localhost:8444".into(),
                 mtls_url: "https://localhost:8443".into(),
                 workers: 0,
+                request_timeout_secs: 30,
             },
             tls: TlsSettings {
                 cert: pki.join("server.pem"),
@@ -226,6 +230,11 @@ impl Settings {
                  could pass the handshake",
                 stray.display()
             )));
+        }
+        if self.server.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "server.request_timeout_secs must be at least 1".into(),
+            ));
         }
         if self.tls.client_ca.is_empty() {
             return Err(ConfigError::Invalid(

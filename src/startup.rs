@@ -23,6 +23,7 @@ use crate::oauth::metadata;
 use crate::oauth::token::TokenService;
 use crate::ops::{self, Metrics};
 use crate::policy::{Policy, PolicyError};
+use crate::routes::deadline::RequestTimeout;
 use crate::routes::{self, AppState, PROTECTED_ROUTES};
 use crate::state::{SharedState, StateError};
 use crate::store::{Migrations, Store, StoreError};
@@ -166,7 +167,7 @@ impl Application {
             metrics,
             metadata,
             upstream_http,
-            password_checks: tokio::sync::Semaphore::new(2),
+            password_checks: routes::authorize::PasswordChecks::new(2),
         });
 
         let mtls_factory = {
@@ -187,9 +188,16 @@ impl Application {
         let ops_factory = {
             let state = state.clone();
             move || {
-                let app = App::new().app_data(state.clone()).configure(ops::configure);
+                let timeout = RequestTimeout(Duration::from_secs(
+                    state.settings.server.request_timeout_secs,
+                ));
+                let app = App::new()
+                    .app_data(state.clone())
+                    .app_data(web::Data::new(timeout))
+                    .wrap(from_fn(routes::deadline::deadline))
+                    .configure(ops::configure);
                 HttpService::<TcpStream, _, BoxBody>::build()
-                    .client_request_timeout(Duration::from_secs(10))
+                    .client_request_timeout(timeout.0)
                     .local_addr(ops_addr)
                     .finish(map_config(app, |()| AppConfig::default()))
                     .tcp()
@@ -280,14 +288,21 @@ fn tls_service(
     listener: Listener,
     addr: SocketAddr,
 ) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = (), InitError = ()> {
+    let timeout = RequestTimeout(Duration::from_secs(
+        state.settings.server.request_timeout_secs,
+    ));
+    // The edge is the outer layer: a request cut off by the deadline is still counted and
+    // audited.
     let app = App::new()
         .app_data(state)
         .app_data(listener)
+        .app_data(web::Data::new(timeout))
+        .wrap(from_fn(routes::deadline::deadline))
         .wrap(from_fn(routes::edge::edge))
         .configure(routes::for_listener(listener));
     let identify = Arc::clone(&tls);
     let http = HttpService::<TlsIo, _, BoxBody>::build()
-        .client_request_timeout(Duration::from_secs(10))
+        .client_request_timeout(timeout.0)
         .local_addr(addr)
         .on_connect_ext(move |io: &TlsIo, ext: &mut Extensions| {
             ext.insert(identify.identify(io.ssl()));
@@ -306,10 +321,8 @@ const REVOCATIONS_CHECK: Duration = Duration::from_secs(1);
 /// Copies every live revocation from the database into shared state, then marks it complete.
 async fn load_revocations(store: &Store, shared: &SharedState) -> Result<(), StartupError> {
     let now = crate::clock::now().unix_timestamp();
-    for (jti, exp) in store.live_revocations(now).await? {
-        shared.revoke(&jti, exp, now).await?;
-    }
-    shared.mark_revocations_loaded().await?;
+    let live = store.live_revocations(now).await?;
+    shared.load_revocations(&live, now).await?;
     Ok(())
 }
 

@@ -45,12 +45,12 @@ pub struct GrantContext<'a> {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> OAuthError {
-    OAuthError::TemporarilyUnavailable(format!("shared state unavailable: {e}"))
+    OAuthError::unavailable("shared state", e)
 }
 
 fn store_failed(e: StoreError) -> OAuthError {
     if e.is_unavailable() {
-        OAuthError::TemporarilyUnavailable(format!("the database is unavailable: {e}"))
+        OAuthError::unavailable("database", e)
     } else {
         OAuthError::ServerError(e.to_string())
     }

@@ -60,6 +60,15 @@ impl OAuthError {
         }
     }
 
+    /// A backend outage: the caller hears which backend, the log gets the cause (its text can
+    /// name hosts, tables or keys, which are nobody's business outside).
+    pub fn unavailable(backend: &str, cause: impl fmt::Display) -> Self {
+        tracing::error!(%cause, backend, "a backend is unavailable");
+        Self::TemporarilyUnavailable(format!(
+            "the gateway's {backend} is unavailable; nothing was done, retry shortly"
+        ))
+    }
+
     /// HTTP status per RFC 6749 §5.2 (401 for client authentication failures).
     pub fn status(&self) -> u16 {
         match self {

@@ -11,7 +11,7 @@ use super::ResourceError;
 use super::codes::*;
 use crate::clock;
 use crate::oauth::clients::ClientId;
-use crate::store::{ConsentRecord, Store};
+use crate::store::{ConsentRecord, Store, StoreError};
 
 /// What differs between the kinds of consent; everything else is shared.
 pub trait ConsentKind {
@@ -626,8 +626,23 @@ where
         psu: None,
         account_ids: "[]".to_string(),
     };
-    store.insert_consent(&record).await?;
-    Ok((true, response::<K>(&record, mtls_url)?))
+    let conflict = match store.insert_consent(&record).await {
+        Ok(()) => return Ok((true, response::<K>(&record, mtls_url)?)),
+        Err(StoreError::Conflict(c)) => c,
+        Err(e) => return Err(e.into()),
+    };
+    // A concurrent request with the same key got there first: the same body gets that consent
+    // (UK OB idempotency), another body is refused; one consent either way.
+    let key = idempotency_key.ok_or(ResourceError::Store(StoreError::Conflict(conflict)))?;
+    match store
+        .consent_by_idempotency_key(client.as_str(), K::KIND, key)
+        .await?
+    {
+        Some(existing) if existing.request_hash == record.request_hash => {
+            Ok((false, response::<K>(&existing, mtls_url)?))
+        }
+        _ => Err(ResourceError::IdempotencyMismatch(key.to_string())),
+    }
 }
 
 /// The client's own consent of kind `K`; another client's, or another kind's, is not found.

@@ -5,6 +5,9 @@
 //! A customer session is a random cookie (`__Host-`, `Secure`, `HttpOnly`, `SameSite=Lax`)
 //! naming server-side state that holds the CSRF token every form must echo.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::http::{StatusCode, header};
 use actix_web::web::{Bytes, Data, Query};
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
-use super::edge::{AuditNote, remember};
+use super::edge::{AnonymousView, AuditNote, remember};
 use super::pages::{self, AccountChoice, ConnectedApp, ConsentView};
 use crate::audit::Outcome;
 use crate::clock;
@@ -30,6 +33,8 @@ use crate::resources::sandbox::{self, format_minor};
 use crate::store::{AccountRecord, ConsentRecord};
 
 const SESSION_COOKIE: &str = "__Host-obgate-session";
+/// The connected-apps sign-in form's CSRF token, for visitors who have no session yet.
+const CSRF_COOKIE: &str = "__Host-obgate-csrf";
 /// A customer session lasts ten minutes: long enough to sign in and decide.
 const SESSION_LIFETIME: i64 = 600;
 
@@ -291,14 +296,86 @@ async fn start(
     Ok(res)
 }
 
-/// Checks a customer's password; the same answer whether the user exists or not.
-async fn password_ok(state: &AppState, username: &str, password: &str) -> Result<bool, PageError> {
+/// Slots for password checks (each scrypt holds 32 MiB and tens of milliseconds of a core):
+/// a few at a time in all, and at most one at a time per peer address.
+pub struct PasswordChecks {
+    slots: tokio::sync::Semaphore,
+    busy: std::sync::Mutex<HashSet<IpAddr>>,
+}
+
+/// A peer's turn at the password check; it ends when dropped, also while still waiting.
+struct Turn<'a> {
+    peer: Option<IpAddr>,
+    busy: &'a std::sync::Mutex<HashSet<IpAddr>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer {
+            self.busy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&peer);
+        }
+    }
+}
+
+/// A held password-check slot.
+struct Slot<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    _turn: Turn<'a>,
+}
+
+impl PasswordChecks {
+    pub fn new(slots: usize) -> Self {
+        Self {
+            slots: tokio::sync::Semaphore::new(slots),
+            busy: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A slot, waiting for one if all are taken; `None` if `peer` already has its turn.
+    async fn acquire(&self, peer: Option<IpAddr>) -> Option<Slot<'_>> {
+        if let Some(ip) = peer {
+            let fresh = self
+                .busy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(ip);
+            if !fresh {
+                return None;
+            }
+        }
+        let turn = Turn {
+            peer,
+            busy: &self.busy,
+        };
+        let permit = self.slots.acquire().await.ok()?;
+        Some(Slot {
+            _permit: permit,
+            _turn: turn,
+        })
+    }
+}
+
+/// Checks a customer's password; the same answer whether the user exists or not. `None`: the
+/// caller already has a check in flight and must wait for it.
+async fn password_ok(
+    req: &HttpRequest,
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<Option<bool>, PageError> {
     // Nothing a username could be: refused before it reaches the database.
     if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
-        return Ok(false);
+        return Ok(Some(false));
     }
-    // scrypt costs 32 MiB and tens of milliseconds: a few at a time, whatever arrives.
-    let _permit = state.password_checks.acquire().await.map_err(broken)?;
+    // scrypt costs 32 MiB and tens of milliseconds: a few at a time, whatever arrives, and
+    // one at a time per peer, so no caller can hold every slot.
+    let peer = req.peer_addr().map(|a| a.ip());
+    let Some(_slot) = state.password_checks.acquire(peer).await else {
+        return Ok(None);
+    };
     let customer = state.store.customer(username).await.map_err(broken)?;
     let stored = customer.map(|c| c.password_hash);
     let password = password.to_string();
@@ -312,7 +389,7 @@ async fn password_ok(state: &AppState, username: &str, password: &str) -> Result
     })
     .await
     .map_err(broken)?;
-    Ok(ok)
+    Ok(Some(ok))
 }
 
 #[utoipa::path(post, path = "/authorize/login", tag = "customer",
@@ -337,17 +414,7 @@ async fn login_step(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
     })?;
     note_request(req, &request);
     let name = tpp_name(state, &request.client_id).await?;
-    match sign_in(
-        req,
-        state,
-        &id,
-        session,
-        &fields,
-        "/authorize/login",
-        Some(&name),
-    )
-    .await?
-    {
+    match sign_in(req, state, &id, session, &fields, Some(&name)).await? {
         SignIn::Refused(res) => Ok(res),
         SignIn::Accepted(accepted) => {
             let (session, cookie) = *accepted;
@@ -362,8 +429,78 @@ async fn login_step(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
 }
 
 /// Failed sign-ins for one username before it is paused, and for how long.
-const MAX_FAILURES: u32 = 5;
+const MAX_FAILURES: u64 = 5;
 const LOCKOUT_SECS: i64 = 900;
+/// Sign-in attempts one peer address may make in that time, whatever the usernames: this
+/// bounds the counters an unauthenticated peer can create in shared state.
+const MAX_PEER_ATTEMPTS: u64 = 100;
+
+/// A refused sign-in, as the page shows it.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    message: &'static str,
+}
+
+/// The sign-in form's check: per-peer and per-username throttling, each attempt counted by an
+/// atomic increment before the password is looked at (parallel guesses cannot all be
+/// checked), then the password. Returns the customer signed in, or why not.
+async fn check_sign_in(
+    req: &HttpRequest,
+    state: &AppState,
+    fields: &[(String, String)],
+) -> Result<Result<String, Refusal>, PageError> {
+    let username = field(fields, "username").unwrap_or_default();
+    let password = field(fields, "password").unwrap_or_default();
+    remember(req, |ctx| {
+        ctx.psu = Some(username.chars().take(64).collect())
+    });
+    let now = clock::now().unix_timestamp();
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    let tries_from_peer = state
+        .state
+        .incr(&format!("login-peer:{peer}"), now + LOCKOUT_SECS, now)
+        .await
+        .map_err(broken)?;
+    if tries_from_peer > MAX_PEER_ATTEMPTS {
+        return Ok(Err(Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: "login_paused_for_peer",
+            message: "Too many sign-in attempts from this address. Try again in 15 minutes.",
+        }));
+    }
+    let failures_key = format!("login-failures:{}", digest(username));
+    let attempt = state
+        .state
+        .incr(&failures_key, now + LOCKOUT_SECS, now)
+        .await
+        .map_err(broken)?;
+    if attempt > MAX_FAILURES {
+        return Ok(Err(Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: "login_paused",
+            message: "Too many failed attempts for this username. Try again in 15 minutes.",
+        }));
+    }
+    match password_ok(req, state, username, password).await? {
+        Some(true) => {
+            state.state.delete(&failures_key).await.map_err(broken)?;
+            Ok(Ok(username.to_string()))
+        }
+        Some(false) => Ok(Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            reason: "login_failed",
+            message: "That username and password did not match. Try again.",
+        })),
+        None => Ok(Err(Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: "login_busy",
+            message: "A sign-in from this address is still being checked. Try again in a moment.",
+        })),
+    }
+}
 
 enum SignIn {
     /// The page to show instead (wrong password, or paused), with a fresh CSRF token.
@@ -372,71 +509,40 @@ enum SignIn {
     Accepted(Box<(Session, Cookie<'static>)>),
 }
 
-/// The sign-in form's work: throttle per username, check the password, and on success start a
-/// new session so that nothing known before sign-in (session id, CSRF token) is valid after it.
+/// The sign-in form of a pending authorization (the session `id` holds the request): on
+/// success a new session, so that nothing known before sign-in (session id, CSRF token) is
+/// valid after it.
 async fn sign_in(
     req: &HttpRequest,
     state: &AppState,
     id: &str,
     mut session: Session,
     fields: &[(String, String)],
-    action: &str,
     tpp: Option<&str>,
 ) -> Result<SignIn, PageError> {
-    let username = field(fields, "username").unwrap_or_default();
-    let password = field(fields, "password").unwrap_or_default();
-    remember(req, |ctx| {
-        ctx.psu = Some(username.chars().take(64).collect())
-    });
-    let now = clock::now().unix_timestamp();
-    let failures_key = format!("login-failures:{}", digest(username));
-    let failures: u32 = state
-        .state
-        .get(&failures_key, now)
-        .await
-        .map_err(broken)?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let refused = if failures >= MAX_FAILURES {
-        Some((
-            StatusCode::TOO_MANY_REQUESTS,
-            "login_paused",
-            "Too many failed attempts for this username. Try again in 15 minutes.",
-        ))
-    } else if !password_ok(state, username, password).await? {
-        state
-            .state
-            .put(
-                &failures_key,
-                &(failures + 1).to_string(),
-                now + LOCKOUT_SECS,
-                now,
-            )
-            .await
-            .map_err(broken)?;
-        Some((
-            StatusCode::UNAUTHORIZED,
-            "login_failed",
-            "That username and password did not match. Try again.",
-        ))
-    } else {
-        None
+    let username = match check_sign_in(req, state, fields).await? {
+        Ok(username) => username,
+        Err(refusal) => {
+            session.csrf = random_token().map_err(broken)?;
+            save_session(state, id, &session).await?;
+            let mut res = pages::page(
+                refusal.status,
+                "Sign in",
+                &pages::login(
+                    "/authorize/login",
+                    &session.csrf,
+                    tpp,
+                    Some(refusal.message),
+                ),
+            );
+            res.extensions_mut()
+                .insert(AuditNote::denied(refusal.reason));
+            return Ok(SignIn::Refused(res));
+        }
     };
-    if let Some((status, reason, message)) = refused {
-        session.csrf = random_token().map_err(broken)?;
-        save_session(state, id, &session).await?;
-        let mut res = pages::page(
-            status,
-            "Sign in",
-            &pages::login(action, &session.csrf, tpp, Some(message)),
-        );
-        res.extensions_mut().insert(AuditNote::denied(reason));
-        return Ok(SignIn::Refused(res));
-    }
-    state.state.delete(&failures_key).await.map_err(broken)?;
     state.state.delete(&session_key(id)).await.map_err(broken)?;
-    session.psu = Some(username.to_string());
-    session.signed_in_at = now;
+    session.psu = Some(username);
+    session.signed_in_at = clock::now().unix_timestamp();
     session.csrf = random_token().map_err(broken)?;
     let (_, cookie) = new_session(state, &session).await?;
     Ok(SignIn::Accepted(Box::new((session, cookie))))
@@ -804,24 +910,47 @@ async fn show_apps(req: &HttpRequest, state: &AppState) -> PageResult {
     {
         return apps_page(state, psu, &session.csrf).await;
     }
+    let mut res = anonymous_login(StatusCode::OK, None)?;
+    res.extensions_mut().insert(AnonymousView);
+    Ok(res)
+}
+
+/// The connected-apps sign-in form for a visitor not signed in. Nothing is kept on the server
+/// for them: the form's CSRF token is also in a `__Host-` cookie, and the two must match when
+/// the form comes back (double submit; the prefix keeps other hosts from setting the cookie).
+fn anonymous_login(status: StatusCode, message: Option<&str>) -> PageResult {
     let csrf = random_token().map_err(broken)?;
-    let (_, cookie) = new_session(
-        state,
-        &Session {
-            csrf: csrf.clone(),
-            psu: None,
-            signed_in_at: 0,
-            request: None,
-        },
-    )
-    .await?;
+    let cookie = Cookie::build(CSRF_COOKIE, csrf.clone())
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(CookieDuration::seconds(SESSION_LIFETIME))
+        .finish();
     let mut res = pages::page(
-        StatusCode::OK,
+        status,
         "Connected apps",
-        &pages::login("/connected-apps/login", &csrf, None, None),
+        &pages::login("/connected-apps/login", &csrf, None, message),
     );
     res.add_cookie(&cookie).map_err(broken)?;
     Ok(res)
+}
+
+/// The anonymous sign-in form's CSRF check: the field echoes the cookie.
+fn checked_anonymous_csrf(req: &HttpRequest, fields: &[(String, String)]) -> Result<(), PageError> {
+    let sent = field(fields, "csrf").unwrap_or_default();
+    let kept = req.cookie(CSRF_COOKIE);
+    let kept = kept.as_ref().map_or("", |c| c.value());
+    if sent.is_empty() || !openssl::memcmp::eq(digest(sent).as_bytes(), digest(kept).as_bytes()) {
+        return Err(page_error(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "This form was not sent from this bank's page (CSRF check failed). Open the page \
+             again and sign in."
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 async fn apps_page(state: &AppState, psu: &str, csrf: &str) -> PageResult {
@@ -870,23 +999,31 @@ pub async fn connected_apps_login(
 
 async fn apps_login(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
     let fields = form_fields(body)?;
-    let (id, session) = checked_session(req, state, &fields).await?;
-    match sign_in(
-        req,
-        state,
-        &id,
-        session,
-        &fields,
-        "/connected-apps/login",
-        None,
-    )
-    .await?
-    {
-        SignIn::Refused(res) => Ok(res),
-        SignIn::Accepted(accepted) => {
-            let (_, cookie) = *accepted;
+    checked_anonymous_csrf(req, &fields)?;
+    match check_sign_in(req, state, &fields).await? {
+        Err(refusal) => {
+            let mut res = anonymous_login(refusal.status, Some(refusal.message))?;
+            res.extensions_mut()
+                .insert(AuditNote::denied(refusal.reason));
+            Ok(res)
+        }
+        // Server-side state begins here, for a customer who proved who they are.
+        Ok(psu) => {
+            let session = Session {
+                csrf: random_token().map_err(broken)?,
+                psu: Some(psu),
+                signed_in_at: clock::now().unix_timestamp(),
+                request: None,
+            };
+            let (_, cookie) = new_session(state, &session).await?;
             let mut res = see_other("/connected-apps");
             res.add_cookie(&cookie).map_err(broken)?;
+            let mut spent = Cookie::build(CSRF_COOKIE, "")
+                .path("/")
+                .secure(true)
+                .finish();
+            spent.make_removal();
+            res.add_cookie(&spent).map_err(broken)?;
             Ok(res)
         }
     }

@@ -40,6 +40,12 @@ impl AuditNote {
     }
 }
 
+/// Set on a customer page shown to a visitor nobody knows yet (the connected-apps sign-in
+/// form): nothing happened that an auditor could ask about, and nothing is kept for it, so an
+/// unauthenticated peer cannot fill the audit log by asking for the form.
+#[derive(Clone, Copy, Debug)]
+pub struct AnonymousView;
+
 /// Who and what the request concerned, filled in by the guard and handlers as they learn it.
 #[derive(Clone, Debug, Default)]
 pub struct AuditContext {
@@ -115,7 +121,8 @@ pub async fn edge(
         .request()
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED.to_string());
-    let res = if audited {
+    let anonymous_view = res.response().extensions().contains::<AnonymousView>();
+    let res = if audited && !anonymous_view {
         let event = event_for(&res, &interaction, peer_ip, &method, &route, ts, started);
         withhold_unless_recorded(res, event, &state).await
     } else {

@@ -3,6 +3,7 @@
 pub mod authorize;
 pub mod banking;
 pub mod consents;
+pub mod deadline;
 pub mod discovery;
 pub mod edge;
 pub mod error;
@@ -36,8 +37,8 @@ pub struct AppState {
     pub metadata: String,
     /// HTTP client for upstream core-banking systems (policy `upstreams`).
     pub upstream_http: reqwest::Client,
-    /// Bounds concurrent password checks (each scrypt holds 32 MiB).
-    pub password_checks: tokio::sync::Semaphore,
+    /// Bounds concurrent password checks (each scrypt holds 32 MiB), one per peer at a time.
+    pub password_checks: authorize::PasswordChecks,
 }
 
 /// The protected resource routes (method, route template): the policy must cover each.

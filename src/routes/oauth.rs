@@ -386,7 +386,7 @@ pub async fn par(
             now,
         )
         .await
-        .map_err(|e| OAuthError::TemporarilyUnavailable(e.to_string()))?;
+        .map_err(|e| OAuthError::unavailable("shared state", e))?;
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(ParResponse {
@@ -426,6 +426,16 @@ pub async fn introspect(
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
     let now = clock::now().unix_timestamp();
     let verified = state.tokens.verify_unbound(&raw, &state.state, now).await;
+    // Whether the token is revoked is unknown while shared state is away: that is an outage
+    // (503), never an answer about the token.
+    if let Err(TokenRejection::StateUnavailable) = verified {
+        return Err(OAuthError::TemporarilyUnavailable(
+            "revocation state is unavailable; whether the token is active cannot be told now, \
+             try again"
+                .into(),
+        )
+        .into());
+    }
     // A token whose consent was withdrawn or has expired is no longer active (RFC 7662 §2.2).
     let consent_live = match &verified {
         Ok(claims) => match &claims.consent_id {
@@ -529,7 +539,7 @@ pub async fn revoke(
             .state
             .revoke(&claims.jti, claims.exp, now)
             .await
-            .map_err(|e| OAuthError::TemporarilyUnavailable(e.to_string()))?;
+            .map_err(|e| OAuthError::unavailable("shared state", e))?;
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))

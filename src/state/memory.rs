@@ -12,9 +12,17 @@ const SWEEP_AT: usize = 4096;
 
 #[derive(Default)]
 pub struct MemoryState {
-    revoked: Mutex<HashMap<String, i64>>,
+    revoked: Mutex<Revocations>,
     /// Short-lived entries by key: `(value, expires_at)`.
     entries: Mutex<Entries>,
+}
+
+/// Revoked tokens by `jti`, with their expiry; `complete` once the database's were loaded
+/// (until then nobody can say a token is not revoked).
+#[derive(Default)]
+struct Revocations {
+    map: HashMap<String, i64>,
+    complete: bool,
 }
 
 #[derive(Default)]
@@ -25,19 +33,35 @@ struct Entries {
 
 impl MemoryState {
     pub fn revoke(&self, jti: &str, expires_at: i64, now: i64) {
-        let mut map = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut r = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
         // Forget revocations of tokens that have expired anyway, so the map stays small.
-        if map.len() > 1024 {
-            map.retain(|_, exp| *exp > now);
+        if r.map.len() > 1024 {
+            r.map.retain(|_, exp| *exp > now);
         }
-        map.insert(jti.to_string(), expires_at);
+        r.map.insert(jti.to_string(), expires_at);
     }
 
-    pub fn is_revoked(&self, jti: &str) -> bool {
+    /// Whether `jti` is revoked, or `None` while the revocations are not all loaded.
+    pub fn is_revoked(&self, jti: &str) -> Option<bool> {
+        let r = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        r.complete.then(|| r.map.contains_key(jti))
+    }
+
+    pub fn revocations_loaded(&self) -> bool {
         self.revoked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(jti)
+            .complete
+    }
+
+    pub fn load_revocations(&self, live: &[(String, i64)], now: i64) {
+        let mut r = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        r.map.extend(
+            live.iter()
+                .filter(|(_, exp)| *exp > now)
+                .map(|(jti, exp)| (jti.clone(), *exp)),
+        );
+        r.complete = true;
     }
 
     /// Stores `value` under `key` until `expires_at`, replacing what was there.
@@ -124,15 +148,35 @@ mod tests {
     #[test]
     fn revoked_tokens_are_remembered_and_expired_ones_pruned() {
         let s = MemoryState::default();
+        s.load_revocations(&[], 0);
         s.revoke("a", 100, 0);
-        assert!(s.is_revoked("a"));
-        assert!(!s.is_revoked("b"));
+        assert_eq!(s.is_revoked("a"), Some(true));
+        assert_eq!(s.is_revoked("b"), Some(false));
         for i in 0..1100 {
             s.revoke(&format!("t{i}"), 50, 0);
         }
         s.revoke("late", 500, 200);
-        assert!(!s.is_revoked("t0"));
-        assert!(s.is_revoked("late"));
+        assert_eq!(s.is_revoked("t0"), Some(false));
+        assert_eq!(s.is_revoked("late"), Some(true));
+    }
+
+    #[test]
+    fn no_token_is_called_unrevoked_before_the_revocations_are_loaded() {
+        let s = MemoryState::default();
+        // A first load that failed (the database was away at start) leaves this unknown.
+        assert_eq!(s.is_revoked("anything"), None);
+        assert!(!s.revocations_loaded());
+        s.revoke("fresh", 100, 0);
+        assert_eq!(
+            s.is_revoked("fresh"),
+            None,
+            "one new revocation is not all of them"
+        );
+        s.load_revocations(&[("old".into(), 100), ("dead".into(), 5)], 10);
+        assert!(s.revocations_loaded());
+        assert_eq!(s.is_revoked("old"), Some(true));
+        assert_eq!(s.is_revoked("fresh"), Some(true));
+        assert_eq!(s.is_revoked("anything"), Some(false));
     }
 
     #[test]

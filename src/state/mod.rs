@@ -55,9 +55,11 @@ impl SharedState {
         }
     }
 
+    /// Whether `jti` is revoked; "unknown" (an error) until every live revocation is loaded,
+    /// never "not revoked".
     pub async fn is_revoked(&self, jti: &str) -> Result<bool, StateError> {
         match self {
-            Self::Memory(m) => Ok(m.is_revoked(jti)),
+            Self::Memory(m) => m.is_revoked(jti).ok_or(StateError::RevocationsNotLoaded),
             Self::Redis(r) => r.is_revoked(jti).await,
         }
     }
@@ -109,18 +111,27 @@ impl SharedState {
         }
     }
 
-    /// Whether every live revocation is present (always, in process memory).
+    /// Whether every live revocation is present.
     pub async fn revocations_loaded(&self) -> Result<bool, StateError> {
         match self {
-            Self::Memory(_) => Ok(true),
+            Self::Memory(m) => Ok(m.revocations_loaded()),
             Self::Redis(r) => r.revocations_loaded().await,
         }
     }
 
-    pub async fn mark_revocations_loaded(&self) -> Result<(), StateError> {
+    /// Adds every live revocation (`(jti, expires_at)`, from the database) and marks them
+    /// complete, at once.
+    pub async fn load_revocations(
+        &self,
+        live: &[(String, i64)],
+        now: i64,
+    ) -> Result<(), StateError> {
         match self {
-            Self::Memory(_) => Ok(()),
-            Self::Redis(r) => r.mark_revocations_loaded().await,
+            Self::Memory(m) => {
+                m.load_revocations(live, now);
+                Ok(())
+            }
+            Self::Redis(r) => r.load_revocations(live).await,
         }
     }
 

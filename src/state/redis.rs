@@ -10,8 +10,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::StateError;
 
-/// The key whose presence says every live revocation is in Redis. It has no expiry.
-const LOADED: &str = "revocations-loaded";
+/// Every live token revocation, in one sorted set (member: the token's `jti`, score: when the
+/// token expires) beside the [`COMPLETE`] member that says they are all there. One key holds
+/// both because Redis evicts whole keys: an eviction (under any `allkeys-*` policy), a flush or
+/// a restart without persistence takes the marker with the revocations, and the loss is seen
+/// as "unknown" (503, then reloaded from the database), never as "not revoked". The key has
+/// no expiry, so `volatile-*` policies never take it. No `CONFIG GET` is needed, so this
+/// holds on managed Redis services that forbid it.
+const REVOCATIONS: &str = "revocations";
+/// The member that says every live revocation is present; its score is +inf.
+const COMPLETE: &str = "(complete)";
 
 pub struct RedisState {
     conn: ConnectionManager,
@@ -71,42 +79,55 @@ impl RedisState {
         cmd.query_async(&mut conn).await.map_err(unavailable)
     }
 
+    /// Adds a revocation, and forgets those of tokens that have expired anyway.
     pub async fn revoke(&self, jti: &str, expires_at: i64, now: i64) -> Result<(), StateError> {
         if expires_at <= now {
             return Ok(());
         }
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&format!("revoked:{jti}")))
-            .arg(1)
-            .arg("EXAT")
-            .arg(expires_at);
-        self.run::<()>(&cmd).await
+        let key = self.key(REVOCATIONS);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(expires_at)
+            .arg(jti)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
-    /// Revoked or not, read together with the marker that says the revocations are all here:
-    /// if Redis lost its data (a restart without persistence, an eviction, a flush), the answer
-    /// is "unknown", never "not revoked".
+    /// Revoked or not, read in one command together with the marker that says the revocations
+    /// are all here: if Redis lost them, the answer is "unknown", never "not revoked".
     pub async fn is_revoked(&self, jti: &str) -> Result<bool, StateError> {
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(self.key(LOADED))
-            .arg(self.key(&format!("revoked:{jti}")));
-        let (loaded, revoked): (Option<String>, Option<String>) = self.run(&cmd).await?;
-        if loaded.is_none() {
-            return Err(StateError::RevocationsNotLoaded);
+        let mut cmd = redis::cmd("ZMSCORE");
+        cmd.arg(self.key(REVOCATIONS)).arg(COMPLETE).arg(jti);
+        let scores: Vec<Option<f64>> = self.run(&cmd).await?;
+        match scores.as_slice() {
+            [Some(_), revoked] => Ok(revoked.is_some()),
+            _ => Err(StateError::RevocationsNotLoaded),
         }
-        Ok(revoked.is_some())
     }
 
     pub async fn revocations_loaded(&self) -> Result<bool, StateError> {
-        let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.key(LOADED));
-        Ok(self.run::<i64>(&cmd).await? > 0)
+        let mut cmd = redis::cmd("ZSCORE");
+        cmd.arg(self.key(REVOCATIONS)).arg(COMPLETE);
+        Ok(self.run::<Option<f64>>(&cmd).await?.is_some())
     }
 
-    /// Marks the revocations as all present (after they were copied in from the database).
-    pub async fn mark_revocations_loaded(&self) -> Result<(), StateError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(LOADED)).arg(1);
+    /// Writes every live revocation and the completeness marker in one command, so no reader
+    /// ever sees the marker without all of them.
+    pub async fn load_revocations(&self, live: &[(String, i64)]) -> Result<(), StateError> {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.key(REVOCATIONS));
+        for (jti, expires_at) in live {
+            cmd.arg(*expires_at).arg(jti);
+        }
+        cmd.arg("+inf").arg(COMPLETE);
         self.run::<()>(&cmd).await
     }
 

@@ -59,6 +59,13 @@ fn list(column: &str, separator: char) -> Vec<String> {
     items
 }
 
+/// Whether `key` could be stored at all: PostgreSQL text cannot hold NUL, so no stored key
+/// contains one and a lookup by such a key finds nothing (instead of a database error), on
+/// both backends alike.
+pub fn storable(key: &str) -> bool {
+    !key.contains('\0')
+}
+
 /// The storage methods both backends implement with the same SQL.
 macro_rules! shared_store_methods {
     () => {
@@ -127,6 +134,9 @@ macro_rules! shared_store_methods {
     }
 
     pub async fn client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        if !crate::store::sql::storable(id.as_str()) {
+            return Ok(None);
+        }
         let sql = format!("{CLIENT_SELECT} WHERE c.client_id = $1");
         sqlx::query_as::<_, ClientRow>(sqlx::AssertSqlSafe(sql))
             .bind(id.as_str())
@@ -233,6 +243,9 @@ macro_rules! shared_store_methods {
     }
 
     pub async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError> {
+        if !crate::store::sql::storable(id) {
+            return Ok(None);
+        }
         Ok(
             sqlx::query_as::<_, ConsentRecord>("SELECT * FROM consents WHERE consent_id = $1")
                 .bind(id)
@@ -247,6 +260,9 @@ macro_rules! shared_store_methods {
         kind: &str,
         key: &str,
     ) -> Result<Option<ConsentRecord>, StoreError> {
+        if !(crate::store::sql::storable(client_id) && crate::store::sql::storable(key)) {
+            return Ok(None);
+        }
         Ok(sqlx::query_as::<_, ConsentRecord>(
             "SELECT * FROM consents WHERE client_id = $1 AND kind = $2 AND idempotency_key = $3",
         )
@@ -394,6 +410,9 @@ macro_rules! shared_store_methods {
     }
 
     pub async fn customer(&self, username: &str) -> Result<Option<CustomerRecord>, StoreError> {
+        if !crate::store::sql::storable(username) {
+            return Ok(None);
+        }
         Ok(
             sqlx::query_as::<_, CustomerRecord>("SELECT * FROM customers WHERE username = $1")
                 .bind(username)
@@ -412,6 +431,9 @@ macro_rules! shared_store_methods {
     }
 
     pub async fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        if !crate::store::sql::storable(id) {
+            return Ok(None);
+        }
         Ok(
             sqlx::query_as::<_, AccountRecord>("SELECT * FROM accounts WHERE account_id = $1")
                 .bind(id)
@@ -690,6 +712,9 @@ macro_rules! shared_store_methods {
     }
 
     pub async fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        if !crate::store::sql::storable(id) {
+            return Ok(None);
+        }
         Ok(
             sqlx::query_as::<_, PaymentRecord>("SELECT * FROM payments WHERE payment_id = $1")
                 .bind(id)
@@ -703,6 +728,9 @@ macro_rules! shared_store_methods {
         client_id: &str,
         key: &str,
     ) -> Result<Option<PaymentRecord>, StoreError> {
+        if !(crate::store::sql::storable(client_id) && crate::store::sql::storable(key)) {
+            return Ok(None);
+        }
         Ok(sqlx::query_as::<_, PaymentRecord>(
             "SELECT * FROM payments WHERE client_id = $1 AND idempotency_key = $2",
         )

@@ -1751,3 +1751,108 @@ async fn sign_in_pauses_after_five_failures_and_starts_a_new_session_when_it_suc
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn parallel_wrong_passwords_are_counted_before_any_is_checked() -> TestResult {
+    let app = spawn_app().await?;
+    let mut attempts = Vec::new();
+    for _ in 0..12 {
+        let mut b = Browser::new(&app)?;
+        let page = b.get("/connected-apps").await?;
+        let csrf = page.hidden("csrf")?;
+        attempts.push((b, csrf));
+    }
+    let answers = futures_util::future::join_all(attempts.iter_mut().map(|(b, csrf)| {
+        let csrf = csrf.clone();
+        async move {
+            b.post(
+                "/connected-apps/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", "alice"),
+                    ("password", "guess"),
+                ],
+            )
+            .await
+        }
+    }))
+    .await;
+    let mut statuses = Vec::new();
+    for page in answers {
+        statuses.push(page?.status);
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 5, "at most five passwords checked: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "one peer, one check at a time: {statuses:?}"
+    );
+    let failed = app
+        .audit()
+        .await?
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("login_failed"))
+        .count();
+    assert!(failed <= 5, "{failed} passwords were checked");
+    // Alice is paused now, whatever she types.
+    let mut b = Browser::new(&app)?;
+    let page = b.get("/connected-apps").await?;
+    let pw = password(&app, "alice")?;
+    let paused = b
+        .post(
+            "/connected-apps/login",
+            &[
+                ("csrf", &page.hidden("csrf")?),
+                ("username", "alice"),
+                ("password", &pw),
+            ],
+        )
+        .await?;
+    assert_eq!(paused.status, 429, "{}", paused.body);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_connected_apps_sign_in_form_refuses_a_csrf_token_without_its_cookie() -> TestResult {
+    let app = spawn_app().await?;
+    let mut b = Browser::new(&app)?;
+    let page = b.get("/connected-apps").await?;
+    let csrf = page.hidden("csrf")?;
+    let pw = password(&app, "bob")?;
+    let mut forger = Browser::new(&app)?;
+    let forged = forger
+        .post(
+            "/connected-apps/login",
+            &[("csrf", &csrf), ("username", "bob"), ("password", &pw)],
+        )
+        .await?;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let other = b
+        .post(
+            "/connected-apps/login",
+            &[
+                ("csrf", "not-the-token"),
+                ("username", "bob"),
+                ("password", &pw),
+            ],
+        )
+        .await?;
+    assert_eq!(other.status, 403, "{}", other.body);
+    let page = b.get("/connected-apps").await?;
+    let ok = b
+        .post(
+            "/connected-apps/login",
+            &[
+                ("csrf", &page.hidden("csrf")?),
+                ("username", "bob"),
+                ("password", &pw),
+            ],
+        )
+        .await?;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    Ok(())
+}

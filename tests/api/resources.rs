@@ -365,3 +365,84 @@ async fn odd_headers_and_ids_of_the_wrong_kind_are_handled() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_with_a_nul_byte_are_not_found_on_either_backend() -> TestResult {
+    let app = spawn_app().await?;
+    let http = app.client(&app.tpp_a)?;
+    let accounts = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let payments = app.token(&app.tpp_a, "tpp-a", "payments").await?;
+    for (token, path) in [
+        (&accounts, format!("{CONSENTS}/aac-x%00y")),
+        (&payments, format!("{PAYMENT_CONSENTS}/%00")),
+        (
+            &payments,
+            "/open-banking/v3.1/pisp/domestic-payments/dp-%00".to_string(),
+        ),
+    ] {
+        let res = http
+            .get(format!("{}{path}", app.mtls))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = res.status();
+        let body: Value = res.json().await?;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    // An intent id with a NUL in a pushed request: a client error, not a server one.
+    let claims = serde_json::json!({"id_token": {"openbanking_intent_id": {"value": "aac-\u{0}", "essential": true}}});
+    let res = http
+        .post(format!("{}/par", app.mtls))
+        .form(&[
+            ("client_id", "tpp-a"),
+            ("response_type", "code"),
+            ("redirect_uri", &redirect_uri("tpp-a")),
+            ("scope", "openid accounts"),
+            (
+                "code_challenge",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            ),
+            ("code_challenge_method", "S256"),
+            ("claims", &claims.to_string()),
+            ("nonce", "n-0S6_WzA2Mj"),
+        ])
+        .send()
+        .await?;
+    let status = res.status();
+    let body: Value = res.json().await?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_consent_requests_with_one_idempotency_key_get_one_consent() -> TestResult {
+    let app = spawn_app().await?;
+    let http = app.client(&app.tpp_a)?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let key = format!("idem-{}", now());
+    let send = || {
+        http.post(format!("{}{CONSENTS}", app.mtls))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .header("x-idempotency-key", &key)
+            .body(AAC_BODY)
+            .send()
+    };
+    let answers = futures_util::future::join_all((0..8).map(|_| send())).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for res in answers {
+        let res = res?;
+        let status = res.status();
+        let body: Value = res.json().await?;
+        assert_eq!(status, 201, "{body}");
+        ids.insert(
+            body["Data"]["ConsentId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert_eq!(ids.len(), 1, "one consent for one key: {ids:?}");
+    Ok(())
+}

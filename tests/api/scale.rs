@@ -250,6 +250,50 @@ async fn losing_shared_state_answers_503_and_service_returns_by_itself() -> Test
         "{body}"
     );
     assert_eq!(ready(&ops).await?, 503);
+    let introspection = tpp
+        .http
+        .post(format!("{}/introspect", app.mtls))
+        .form(&[("client_id", "tpp-a"), ("token", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(
+        introspection.status(),
+        503,
+        "an outage is not an answer about the token"
+    );
+    let body: serde_json::Value = introspection.json().await?;
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    // What failed is named; how (addresses, driver messages) stays in the log.
+    let consent_id = consent.1["Data"]["ConsentId"].as_str().ok_or("no id")?;
+    let redirect = redirect_uri("tpp-a");
+    let claims = claims(consent_id);
+    let (status, body) = raw_par(
+        &tpp,
+        &[
+            ("client_id", "tpp-a"),
+            ("response_type", "code"),
+            ("redirect_uri", &redirect),
+            ("scope", "openid accounts"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("claims", &claims),
+            ("nonce", "n-0S6_WzA2Mj"),
+        ],
+    )
+    .await?;
+    assert_eq!(status, 503, "{body}");
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains("shared state"), "{body}");
+    for internal in [
+        relay.addr.port().to_string(),
+        "os error".into(),
+        "refused".into(),
+    ] {
+        assert!(
+            !description.contains(&internal),
+            "{internal} leaked: {body}"
+        );
+    }
     let events = app.audit().await?;
     assert!(
         events
@@ -593,6 +637,202 @@ async fn a_revoked_token_stays_refused_when_redis_loses_its_data() -> TestResult
     eprintln!(
         "revocations reloaded {:?} after Redis lost them",
         t0.elapsed()
+    );
+    Ok(())
+}
+
+/// A Redis server of this test's own, with a small `maxmemory`, killed when dropped.
+struct SmallRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for SmallRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmallRedis {
+    async fn start(policy: &str) -> Res<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--maxmemory", "3mb"])
+            .args(["--maxmemory-policy", policy, "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("this test starts its own redis-server (from PATH): {e}"))?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let redis = Self { child, url };
+        let started = Instant::now();
+        while redis.conn().await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(redis)
+    }
+
+    async fn conn(&self) -> Res<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// Writes `n` junk keys of 1 KiB (with an expiry, so `volatile-*` policies may take them
+    /// too), pushing Redis past its `maxmemory`; stops early once `until` says so.
+    async fn fill(&self, n: usize, until: impl Fn(i64) -> bool, watched: &str) -> Res<()> {
+        let mut conn = self.conn().await?;
+        let junk = "x".repeat(1024);
+        for i in 0..n {
+            let _: () = redis::cmd("SET")
+                .arg(format!("junk:{i}"))
+                .arg(&junk)
+                .arg("EX")
+                .arg(3600)
+                .query_async(&mut conn)
+                .await?;
+            if i % 100 == 0 {
+                let exists: i64 = redis::cmd("EXISTS")
+                    .arg(watched)
+                    .query_async(&mut conn)
+                    .await?;
+                if until(exists) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A revoked token's check through `tpp`: 401 (refused as revoked) or 503 (revocations being
+/// reloaded), never anything that lets it through; polls until 401.
+async fn stays_refused(app: &TestApp, token: &str, when: &str) -> TestResult {
+    let tpp = Tpp::new(app, &app.tpp_a, "tpp-a")?;
+    let t0 = Instant::now();
+    loop {
+        let (status, body) = tpp.get(token, &format!("{CONSENTS}/aac-none")).await?;
+        assert!(
+            status == 503 || status == 401,
+            "{when}: a revoked token must never pass: {status} {body}"
+        );
+        if status == 401 {
+            return Ok(());
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{when}: revocations not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test -- --include-ignored"]
+async fn a_revoked_token_stays_refused_when_redis_evicts_keys() -> TestResult {
+    redis_url().ok_or(NEEDS_REDIS)?;
+    for policy in ["volatile-lru", "allkeys-random", "allkeys-lru"] {
+        let redis = SmallRedis::start(policy).await?;
+        let url = format!("{}?key_prefix=t:", redis.url);
+        let app = spawn_app_with(move |s| s.state.url = url).await?;
+        let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+        let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+        let revoked = tpp
+            .http
+            .post(format!("{}/revoke", app.mtls))
+            .form(&[("client_id", "tpp-a"), ("token", token.as_str())])
+            .send()
+            .await?;
+        assert_eq!(revoked.status(), 200);
+        stays_refused(&app, &token, policy).await?;
+        // Memory pressure: under `volatile-*` Redis evicts what has an expiry, under
+        // `allkeys-*` anything, until what the gateway keeps there is gone (or 20 MiB later).
+        let any_key = policy.starts_with("allkeys");
+        redis
+            .fill(20_000, |exists| any_key && exists == 0, "t:revocations")
+            .await?;
+        let mut conn = redis.conn().await?;
+        let evicted: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut conn)
+            .await?;
+        assert!(
+            !evicted.contains("evicted_keys:0\r"),
+            "{policy}: nothing was evicted"
+        );
+        if any_key {
+            let left: i64 = redis::cmd("EXISTS")
+                .arg("t:revocations")
+                .query_async(&mut conn)
+                .await?;
+            assert_eq!(left, 0, "{policy}: the revocations were never evicted");
+        }
+        stays_refused(&app, &token, policy).await?;
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
+        stays_refused(&app, &token, policy).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test -- --include-ignored"]
+async fn anonymous_visitors_leave_nothing_in_shared_state_or_the_audit_log() -> TestResult {
+    let redis = redis_url().ok_or(NEEDS_REDIS)?;
+    let app = spawn_app_with(move |s| s.state.url = redis_with_prefix(&redis)).await?;
+    let prefix = app
+        .settings
+        .state
+        .url
+        .split("key_prefix=")
+        .nth(1)
+        .ok_or("no key prefix")?
+        .to_string();
+    let keys = || async {
+        let client = redis::Client::open(app.settings.state.url.split('?').next().unwrap_or(""))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+            keys.into_iter()
+                .filter(|k| !k.ends_with("revocations"))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let before = app.audit().await?.len();
+    let browser = app.anonymous_no_redirects()?;
+    for _ in 0..50 {
+        let page = browser
+            .get(format!("{}/connected-apps", app.public))
+            .send()
+            .await?;
+        assert_eq!(page.status(), 200);
+    }
+    assert_eq!(
+        keys().await?,
+        Vec::<String>::new(),
+        "anonymous page views kept state"
+    );
+    assert_eq!(
+        app.audit().await?.len(),
+        before,
+        "anonymous page views were audited"
     );
     Ok(())
 }

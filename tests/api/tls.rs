@@ -361,3 +361,222 @@ async fn a_certificate_revoked_by_a_reloaded_crl_is_refused_at_the_handshake() -
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_self_signed_client_is_accepted_while_crls_are_configured() -> TestResult {
+    // CRL checking covers every certificate below an anchor; a registered self-signed leaf has
+    // no anchor and no CRL, and must pass on OpenSSL 3.0 (which asks for one) as on 3.6.
+    let app =
+        spawn_app_with(|s| s.tls.crl = vec![s.tls.client_ca[0].with_file_name("crl.pem")]).await?;
+    let token = app.token(&app.self_signed, "tpp-self", "accounts").await?;
+    let res = app
+        .client(&app.self_signed)?
+        .get(format!("{}/jwks", app.mtls))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    let ca = obgate::pki::Issued::load(&app.ca, &app.path("pki/ca.key"))?;
+    write_crl(&ca, &app.path("pki/crl.pem"), &[&app.tpp_a])?;
+    app.reloader.reload().await?;
+    assert_refused_at_handshake(&app, &app.tpp_a, "certificate_revoked").await?;
+    app.token(&app.self_signed, "tpp-self", "accounts").await?;
+    Ok(())
+}
+
+/// A loopback relay to `target` that connects at once (so the server starts its handshake
+/// with the trust in force then) but passes no byte until `gate` opens.
+async fn held_relay(
+    target: &str,
+    gate: std::sync::Arc<tokio::sync::Notify>,
+) -> Res<(u16, tokio::sync::oneshot::Receiver<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let target = target.to_string();
+    let (connected, upstream_open) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+            return;
+        };
+        let _ = connected.send(());
+        gate.notified().await;
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    Ok((port, upstream_open))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_under_way_across_a_crl_reload_cannot_act_on_the_old_verdict() -> TestResult {
+    let app =
+        spawn_app_with(|s| s.tls.crl = vec![s.tls.client_ca[0].with_file_name("crl.pem")]).await?;
+    let addr = app
+        .mtls
+        .trim_start_matches("https://")
+        .replace("localhost", "127.0.0.1");
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (port, upstream_open) = held_relay(&addr, std::sync::Arc::clone(&gate)).await?;
+    let client = app.client(&app.tpp_a)?;
+    let url = format!("https://localhost:{port}/token");
+    let request = tokio::spawn(async move {
+        client
+            .post(url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tpp-a"),
+                ("scope", "accounts"),
+            ])
+            .send()
+            .await
+    });
+    upstream_open.await?;
+    // The server took the connection under the old CRL; give its accept a moment to begin.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ca = obgate::pki::Issued::load(&app.ca, &app.path("pki/ca.key"))?;
+    write_crl(&ca, &app.path("pki/crl.pem"), &[&app.tpp_a])?;
+    app.reloader.reload().await?;
+    gate.notify_one();
+    match request.await? {
+        // Refused at the handshake (it read the new CRL after all): fine.
+        Err(_) => {}
+        Ok(res) => {
+            let status = res.status();
+            let body: serde_json::Value = res.json().await?;
+            assert_eq!(
+                status, 401,
+                "a token was minted for a revoked certificate: {body}"
+            );
+            let description = body["error_description"].as_str().unwrap_or_default();
+            assert!(description.contains("reloaded"), "{body}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumed_from_before_a_crl_reload_is_checked_against_the_new_crl() -> TestResult {
+    let app =
+        spawn_app_with(|s| s.tls.crl = vec![s.tls.client_ca[0].with_file_name("crl.pem")]).await?;
+    // No pooling: every request is a new connection, resuming the last session when it can.
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&app.ca)? {
+        roots.add(ca?)?;
+    }
+    let chain = CertificateDer::pem_file_iter(&app.tpp_a.cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(&app.tpp_a.key)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let jwks = || client.get(format!("{}/jwks", app.mtls)).send();
+    assert_eq!(jwks().await?.status(), 200);
+    assert_eq!(jwks().await?.status(), 200, "resumed");
+
+    let ca = obgate::pki::Issued::load(&app.ca, &app.path("pki/ca.key"))?;
+    write_crl(&ca, &app.path("pki/crl.pem"), &[&app.tpp_a])?;
+    app.reloader.reload().await?;
+    assert!(
+        jwks().await.is_err(),
+        "a session from before the reload was resumed past the new CRL"
+    );
+    Ok(())
+}
+
+/// Sends `head`, then trickles `body` a byte every 300 ms, and returns what came back and
+/// whether the server then closed the connection.
+fn trickle<S: std::io::Read + std::io::Write>(
+    mut stream: S,
+    set_timeout: impl Fn(&S, std::time::Duration) -> std::io::Result<()>,
+    head: &str,
+    body: &[u8],
+) -> Res<(String, bool)> {
+    use std::io::ErrorKind;
+    let started = std::time::Instant::now();
+    set_timeout(&stream, std::time::Duration::from_millis(300))?;
+    let mut head_bytes = head.as_bytes().iter();
+    let mut body_bytes = body.iter();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "no answer 15 s into a trickled request"
+        );
+        // The head all at once when `body` is given; otherwise the head itself is trickled.
+        let next: Option<Vec<u8>> = if body.is_empty() {
+            head_bytes.next().map(|b| vec![*b])
+        } else if let Some(b) = head_bytes.next() {
+            let mut all = vec![*b];
+            all.extend(head_bytes.by_ref().copied());
+            Some(all)
+        } else {
+            body_bytes.next().map(|b| vec![*b])
+        };
+        if let Some(bytes) = next {
+            let _ = stream.write_all(&bytes).and_then(|()| stream.flush());
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok((String::from_utf8_lossy(&answer).into_owned(), true)),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Ok((String::from_utf8_lossy(&answer).into_owned(), true)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_trickled_past_the_deadline_is_answered_408_and_closed_on_every_listener()
+-> TestResult {
+    let app = spawn_app_with(|s| s.server.request_timeout_secs = 2).await?;
+    let port = |url: &str| -> Res<u16> { Ok(url.rsplit(':').next().ok_or("no port")?.parse()?) };
+    let (mtls, public, ops) = (port(&app.mtls)?, port(&app.public)?, port(&app.ops)?);
+    let tls_timeout =
+        |s: &openssl::ssl::SslStream<TcpStream>, d| s.get_ref().set_read_timeout(Some(d));
+    let body = [b'a'; 100];
+
+    let tcp = TcpStream::connect(("127.0.0.1", mtls))?;
+    let stream = openssl_client(&app, Some(&app.tpp_a), |_| Ok(()))?.connect("localhost", tcp)?;
+    let head = "POST /token HTTP/1.1\r\nHost: localhost\r\nx-fapi-interaction-id: trickle-1\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n";
+    let (answer, closed) =
+        tokio::task::spawn_blocking(move || trickle(stream, tls_timeout, head, &body)).await??;
+    assert!(answer.starts_with("HTTP/1.1 408"), "mTLS: {answer}");
+    assert!(closed, "mTLS: the connection stays open");
+    let event = app.await_audit(|e| e.interaction_id == "trickle-1").await?;
+    assert_eq!(event.status, 408);
+    assert_eq!(event.reason.as_deref(), Some("request_timeout"));
+
+    let tcp = TcpStream::connect(("127.0.0.1", public))?;
+    let stream = openssl_client(&app, None, |_| Ok(()))?.connect("localhost", tcp)?;
+    let head = "POST /connected-apps/login HTTP/1.1\r\nHost: localhost\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n";
+    let (answer, closed) =
+        tokio::task::spawn_blocking(move || trickle(stream, tls_timeout, head, &body)).await??;
+    assert!(answer.starts_with("HTTP/1.1 408"), "public: {answer}");
+    assert!(closed, "public: the connection stays open");
+
+    // The ops listener reads no bodies; a head trickled past the deadline is cut off too.
+    let tcp = TcpStream::connect(("127.0.0.1", ops))?;
+    let head = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let (answer, closed) = tokio::task::spawn_blocking(move || {
+        trickle(
+            tcp,
+            |s: &TcpStream, d| s.set_read_timeout(Some(d)),
+            head,
+            &[],
+        )
+    })
+    .await??;
+    assert!(answer.starts_with("HTTP/1.1 408"), "ops: {answer}");
+    assert!(closed, "ops: the connection stays open");
+    Ok(())
+}
