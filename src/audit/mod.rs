@@ -7,6 +7,7 @@ pub mod export;
 mod spool;
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openssl::hash::{MessageDigest, hash};
 use prometheus::IntCounter;
@@ -28,6 +29,9 @@ pub enum AuditError {
     Store(#[from] StoreError),
     #[error("the audit writer is not running")]
     WriterGone,
+    /// The event could not be committed now; it waits (in the spool) for the database.
+    #[error("the audit log cannot be written now: {0}")]
+    NotCommitted(String),
     #[error("audit event could not be encoded: {0}")]
     Encode(String),
     #[error(transparent)]
@@ -164,6 +168,8 @@ const SPOOL_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10)
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
+    /// Why events are not being committed right now (the writer's last round failed), if so.
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl AuditLog {
@@ -179,8 +185,18 @@ impl AuditLog {
         store.audit_head().await?;
         let spool = spool::Spool::open(spool_dir)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(store, rx, written, spool));
-        Ok(Self { tx })
+        let failing = Arc::new(Mutex::new(None));
+        tokio::spawn(writer(store, rx, written, spool, Arc::clone(&failing)));
+        Ok(Self { tx, failing })
+    }
+
+    /// Why the log is not taking events right now (callers are being answered 503), or
+    /// `None` while it is; readiness reports it.
+    pub fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Records `event` and waits until it is durably committed; returns its `seq`. If it cannot
@@ -194,7 +210,7 @@ impl AuditLog {
             .map_err(|_| AuditError::WriterGone)?;
         match rx.await {
             Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(AuditError::Store(StoreError::Corrupt(e))),
+            Ok(Err(e)) => Err(AuditError::NotCommitted(e)),
             Err(_) => Err(AuditError::WriterGone),
         }
     }
@@ -436,6 +452,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Job>,
     written: IntCounter,
     spool: spool::Spool,
+    failing: Arc<Mutex<Option<String>>>,
 ) {
     let mut waiting = Waiting {
         spool,
@@ -478,6 +495,12 @@ async fn writer(
         // What waits goes first; new events wait behind it while the database is away.
         let waited = waiting.commit(&store, &written, false, flush).await;
         behind = waited.is_err();
+        // Requests are refused while the database is away for what waits, or a commit of new
+        // events fails; an event it refuses for its own sake stops nothing else.
+        let mut refusing = match &waited {
+            Err(Failure::Away(e)) => Some(e.clone()),
+            _ => None,
+        };
         let mut events = Vec::new();
         let mut replies = Vec::new();
         let mut flushes = Vec::new();
@@ -515,6 +538,7 @@ async fn writer(
                     }
                 }
                 Err(e) => {
+                    refusing = Some(e.clone());
                     tracing::error!(error = %e, events = events.len(), "audit commit failed; keeping the events for a retry");
                     // A caller told of the failure answers 503: what is kept is that refusal,
                     // and it is kept before the caller hears of it.
@@ -533,6 +557,7 @@ async fn writer(
                 }
             }
         }
+        *failing.lock().unwrap_or_else(PoisonError::into_inner) = refusing;
         for done in flushes {
             let _ = done.send(waiting.backlog());
         }

@@ -30,10 +30,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
-    let audit = if state.audit.is_running() {
-        database.clone()
-    } else {
+    // Not ready exactly while requests are refused for the log: the database may answer a
+    // ping and still not take a write (a full disk).
+    let audit = if !state.audit.is_running() {
         Err("the audit writer has stopped".to_string())
+    } else if let Some(cause) = state.audit.failing() {
+        Err(format!("the audit log cannot be written: {cause}"))
+    } else {
+        database.clone()
     };
     let body = serde_json::json!({
         "database": status(&database),
@@ -83,11 +87,20 @@ pub async fn openapi_json() -> HttpResponse {
         .body(openapi::document())
 }
 
+/// The docs UI lives under `/docs/`; `/docs` is where people type it.
+#[get("/docs")]
+async fn docs_without_slash() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+        .finish()
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(healthz)
         .service(readyz)
         .service(metrics_text)
         .service(openapi_json)
+        .service(docs_without_slash)
         .service(
             utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
                 .config(utoipa_swagger_ui::Config::new(["/openapi.json"])),

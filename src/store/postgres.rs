@@ -148,8 +148,10 @@ impl PgStore {
 
     /// A transaction holding the audit chain's lock: appends from every instance are
     /// serialised, so the chain stays one chain.
-    async fn begin_audit(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+    async fn begin_audit(
+        conn: &mut sqlx::pool::PoolConnection<Db>,
+    ) -> Result<sqlx::Transaction<'_, Db>, StoreError> {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         // An advisory lock needs no table privilege beyond INSERT (the log can be append-only
         // for the gateway's role); waiting for it is bounded, so a stuck instance cannot hold
         // every other one's audit writer.

@@ -804,7 +804,22 @@ macro_rules! shared_store_methods {
         &self,
         chain: impl FnOnce(i64, String) -> Result<Vec<AuditRecord>, E>,
     ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
-        let mut tx = self.begin_audit().await?;
+        let mut conn = self.pool.acquire().await?;
+        let appended = Self::append_audit_on(&mut conn, chain).await;
+        if appended.is_err() {
+            // A failed statement or COMMIT can leave the connection inside its transaction
+            // (SQLite keeps it open after SQLITE_FULL at COMMIT), and sqlx then refuses every
+            // later BEGIN on it: it is closed, not handed back to the pool.
+            conn.close_on_drop();
+        }
+        appended
+    }
+
+    async fn append_audit_on<E>(
+        conn: &mut sqlx::pool::PoolConnection<Db>,
+        chain: impl FnOnce(i64, String) -> Result<Vec<AuditRecord>, E>,
+    ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
+        let mut tx = Self::begin_audit(conn).await?;
         let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;

@@ -71,8 +71,10 @@ impl SqliteStore {
 
     /// A transaction holding SQLite's write lock from its first statement (`BEGIN IMMEDIATE`),
     /// which serialises audit appends across processes sharing the file.
-    async fn begin_audit(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin_audit(
+        conn: &mut sqlx::pool::PoolConnection<Db>,
+    ) -> Result<sqlx::Transaction<'_, Db>, StoreError> {
+        Ok(sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await?)
     }
 
     shared_store_methods!();

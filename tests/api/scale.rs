@@ -836,3 +836,121 @@ async fn anonymous_visitors_leave_nothing_in_shared_state_or_the_audit_log() -> 
     );
     Ok(())
 }
+
+/// A small tmpfs mounted for one test (needs root), unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Res<Self> {
+        let dir = tempfile::tempdir()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map_err(|e| format!("this test mounts a tmpfs (root only): {e}"))?;
+        if !status.success() {
+            return Err("this test mounts a tmpfs and needs root to do so".into());
+        }
+        Ok(Self { dir })
+    }
+
+    /// Fills the disk to the last byte; returns the file to delete to free it.
+    fn fill(&self) -> Res<std::path::PathBuf> {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 4096];
+        for _ in 0..(64 * 256) {
+            if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+                break;
+            }
+        }
+        // The last partial block too.
+        while f.write_all(&[0u8]).and_then(|()| f.flush()).is_ok() {}
+        Ok(path)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts a small tmpfs to fill (CI runs it as root)"]
+async fn a_full_disk_answers_503_and_service_resumes_by_itself_when_space_returns() -> TestResult {
+    let disk = SmallDisk::mount("24m")?;
+    let url = format!("sqlite://{}", disk.dir.path().join("obgate.db").display());
+    let app = spawn_app_with(move |s| s.database.url = url).await?;
+    let tpp = app.client(&app.tpp_a)?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "tpp-a"),
+        ("scope", "accounts"),
+    ];
+    let token = || tpp.post(format!("{}/token", app.mtls)).form(&form).send();
+    let ops = reqwest::Client::new();
+    let ready = || ops.get(format!("{}/readyz", app.ops)).send();
+    assert_eq!(token().await?.status(), 200);
+    assert_eq!(ready().await?.status(), 200);
+
+    let filler = disk.fill()?;
+    let mut refused = 0;
+    for _ in 0..200 {
+        let res = token().await?;
+        match res.status().as_u16() {
+            200 => {}
+            503 => {
+                refused += 1;
+                let body: serde_json::Value = res.json().await?;
+                assert!(
+                    body["Message"].as_str().unwrap_or_default().contains("log"),
+                    "{body}"
+                );
+                let readiness = ready().await?;
+                assert_eq!(readiness.status(), 503, "refusing requests, yet ready");
+                let why: serde_json::Value = readiness.json().await?;
+                assert!(
+                    why["audit"].as_str().unwrap_or_default().contains("full"),
+                    "the cause is named: {why}"
+                );
+                break;
+            }
+            other => return Err(format!("a full disk answered {other}").into()),
+        }
+    }
+    assert_eq!(refused, 1, "a full disk never refused a request");
+
+    std::fs::remove_file(&filler)?;
+    let t0 = Instant::now();
+    loop {
+        if token().await?.status() == 200 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "not serving again 10 s after space returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = t0.elapsed();
+    assert_eq!(ready().await?.status(), 200);
+    let out = app.cli(&["audit", "verify"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        app.audit().await?.iter().any(|e| e.status == 503),
+        "the refusal's event was kept"
+    );
+    eprintln!("serving again {back:?} after space returned");
+    Ok(())
+}
