@@ -103,6 +103,7 @@ pub enum CertKind {
 pub enum ClientsCommand {
     /// Register a TPP with the certificate it will authenticate with; prints the client id.
     Register {
+        /// The client's display name, shown to customers on the consent page.
         #[arg(long)]
         name: String,
         /// PEM certificate of the client.
@@ -111,8 +112,12 @@ pub enum ClientsCommand {
         /// Comma-separated: AISP, PISP, CBPII.
         #[arg(long)]
         roles: String,
+        /// How the client authenticates: a certificate from a trusted CA matched on subject DN
+        /// and issuer (tls_client_auth), or one self-signed certificate matched on its
+        /// thumbprint (self_signed_tls_client_auth).
         #[arg(long, value_enum, default_value_t = AuthMethod::TlsClientAuth)]
         auth: AuthMethod,
+        /// A redirect URI for the consent flow (https, exact match); repeat for several.
         #[arg(long = "redirect-uri")]
         redirect_uris: Vec<String>,
         /// Client id; defaults to the certificate's CN (the software id).
@@ -121,24 +126,34 @@ pub enum ClientsCommand {
         /// JWK Set file with the client's public signing keys (for signed request objects).
         #[arg(long)]
         jwks: Option<PathBuf>,
+        /// Print {"client_id": …} instead of the bare id.
         #[arg(long)]
         json: bool,
     },
     /// List registered clients.
     List {
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one client.
     Show {
+        /// The client id.
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Suspend a client: its token requests and its tokens are refused.
-    Suspend { id: String },
+    /// Suspend a client: its token requests and its tokens are refused until it is activated.
+    Suspend {
+        /// The client id.
+        id: String,
+    },
     /// Re-activate a suspended client.
-    Activate { id: String },
+    Activate {
+        /// The client id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,8 +167,9 @@ pub enum TppCommand {
         /// CA that issued the gateway's server certificate (default: the dev CA).
         #[arg(long)]
         ca: Option<PathBuf>,
-        #[arg(long)]
-        scope: Option<String>,
+        /// Space-separated scopes to ask for; the gateway grants nothing unasked.
+        #[arg(long, default_value = "accounts")]
+        scope: String,
         /// mTLS base URL (default: server.mtls_url).
         #[arg(long)]
         url: Option<String>,
@@ -254,7 +270,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &ca,
                 &url,
                 client_id.as_deref(),
-                scope.as_deref(),
+                Some(scope),
             )
             .await?;
             println!("{body}");
@@ -725,6 +741,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let s = settings(cli)?;
+    crate::startup::check_listeners(&s)?;
     prepare_embedded(cli, &s).await?;
     let banner = banner(cli, &s);
     let spool = s.database.audit_spool.clone();
@@ -794,17 +811,14 @@ fn banner(cli: &Cli, s: &Settings) -> String {
         .map(|t| {
             t.lines()
                 .filter_map(|l| l.split_once(' '))
-                .map(|(u, p)| format!("  {u:<8} password {p}\n"))
+                .map(|(u, p)| format!("  {u} {p}\n"))
                 .collect()
         })
         .unwrap_or_else(|_| "  (none: this data dir was not seeded by obgate serve)\n".into());
     let mtls = &s.server.mtls_url;
-    let tls = format!(
-        "--cacert {} --cert {} --key {}",
-        dev.path("ca.pem").display(),
-        dev.path("demo-tpp.pem").display(),
-        dev.path("demo-tpp.key").display()
-    );
+    let file = |name: &str| shell_word(&dev.path(name).display().to_string());
+    let (ca, cert, key) = (file("ca.pem"), file("demo-tpp.pem"), file("demo-tpp.key"));
+    let tls = format!("--cacert {ca} --cert {cert} --key {key}");
     format!(
         r#"
 obgate is running
@@ -823,22 +837,59 @@ As the demo TPP: get a token bound to your certificate, then create a consent wi
     -d '{{"Data":{{"Permissions":["ReadAccountsBasic","ReadBalances"]}},"Risk":{{}}}}' \
     {mtls}/open-banking/v3.1/aisp/account-access-consents
 
-Sandbox bank customers (sign in at the consent page; also in {customers_file}):
+Sandbox bank customers, as "username password" (sign in at the consent page; also in
+{customers_file}):
 {customers}
 Walk a customer through a consent (prints the page to open, then exchanges the code):
 
-  obgate tpp consent-flow --ca {ca} --cert {cert} --key {key} \\
+  {obgate}{data_dir_arg} tpp consent-flow \
+    --ca {ca} --cert {cert} --key {key} \
     --client-id demo-tpp --scope accounts
 
 Customers manage what they shared at {public}/connected-apps
 "#,
         public = s.server.public_url,
         ops = s.server.ops_listen,
-        ca = dev.path("ca.pem").display(),
-        cert = dev.path("demo-tpp.pem").display(),
-        key = dev.path("demo-tpp.key").display(),
         customers_file = customers_file.display(),
+        obgate = obgate_command(),
+        data_dir_arg = command_args(cli, &data_dir),
     )
+}
+
+/// How to run this very binary from a shell: its absolute path (after `cargo run` it is not on
+/// PATH).
+fn obgate_command() -> String {
+    std::env::current_exe()
+        .map(|p| shell_word(&p.display().to_string()))
+        .unwrap_or_else(|_| "obgate".into())
+}
+
+/// The `--config` and `--data-dir` a pasted command needs to find this gateway's files.
+fn command_args(cli: &Cli, data_dir: &std::path::Path) -> String {
+    let mut args = format!(
+        " --data-dir {}",
+        shell_word(&data_dir.display().to_string())
+    );
+    if let Some(config) = &cli.config {
+        let config = std::path::absolute(config).unwrap_or(config.clone());
+        args.push_str(&format!(
+            " --config {}",
+            shell_word(&config.display().to_string())
+        ));
+    }
+    args
+}
+
+/// `s` quoted for a POSIX shell when it needs quoting.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// The message for an error that ends a command: each cause once. Many errors repeat their

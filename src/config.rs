@@ -201,6 +201,16 @@ impl Settings {
             }
             apply_env(&mut table, &name, rest, &value)?;
         }
+        for key in ["listen", "public_listen", "ops_listen"] {
+            if let Some(toml::Value::String(v)) = table.get("server").and_then(|s| s.get(key))
+                && v.parse::<SocketAddr>().is_err()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "server.{key} = {v:?}: give an IP address and port, e.g. 127.0.0.1:8443 or \
+                     0.0.0.0:8443 (host names are not resolved)"
+                )));
+            }
+        }
         let settings: Settings = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
@@ -296,11 +306,41 @@ fn apply_env(
             }
         }
     }
+    let known = table.iter().flat_map(|(section, value)| {
+        value
+            .as_table()
+            .into_iter()
+            .flat_map(|keys| keys.keys())
+            .map(move |key| format!("OBGATE_{}_{}", section, key).to_ascii_uppercase())
+    });
+    let suggestion = known
+        .map(|k| (edit_distance(&k, &name.to_ascii_uppercase()), k))
+        .min()
+        .filter(|(d, _)| *d <= 3)
+        .map(|(_, k)| format!("; did you mean {k}?"))
+        .unwrap_or_default();
     Err(ConfigError::Env {
         name: name.to_string(),
-        message: "no such setting (expected OBGATE_<SECTION>_<KEY>, e.g. OBGATE_DATABASE_URL)"
-            .into(),
+        message: format!(
+            "no such setting (expected OBGATE_<SECTION>_<KEY>, e.g. OBGATE_DATABASE_URL){suggestion}"
+        ),
     })
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev + usize::from(ca != *cb);
+            prev = row[j + 1];
+            row[j + 1] = substitute.min(prev + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn typed_like(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
@@ -370,7 +410,33 @@ mod tests {
     #[test]
     fn unknown_environment_setting_is_an_error_naming_it() {
         let err = Settings::load(None, Path::new("/d"), env(&[("OBGATE_SERVER_LISTN", "x")]));
-        assert!(matches!(err, Err(ConfigError::Env { name, .. }) if name == "OBGATE_SERVER_LISTN"));
+        assert!(
+            matches!(&err, Err(ConfigError::Env { name, message })
+            if name == "OBGATE_SERVER_LISTN" && message.contains("did you mean OBGATE_SERVER_LISTEN?")),
+            "{err:?}"
+        );
+        let far = Settings::load(
+            None,
+            Path::new("/d"),
+            env(&[("OBGATE_NOTHING_LIKE_IT", "x")]),
+        );
+        assert!(
+            matches!(&far, Err(ConfigError::Env { message, .. }) if !message.contains("did you mean"))
+        );
+    }
+
+    #[test]
+    fn a_listen_address_without_an_ip_and_port_says_what_to_write() {
+        let err = Settings::load(
+            None,
+            Path::new("/d"),
+            env(&[("OBGATE_SERVER_LISTEN", "localhost")]),
+        );
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid(m))
+            if m.contains("server.listen") && m.contains("127.0.0.1:8443")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub enum StartupError {
     Upstream(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("cannot listen on {addr} ({which}): {source}")]
+    #[error("cannot listen on {addr} ({which}): {source}{}",
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            "; is another obgate running? Stop it, or choose another port for this setting"
+        } else { "" })]
     Bind {
         which: &'static str,
         addr: SocketAddr,
@@ -62,6 +65,23 @@ const SELF_SIGNED_REFRESH: Duration = Duration::from_secs(10);
 /// How often the signing keys are re-read from `oauth.keys_dir` (a token naming a key not yet
 /// seen prompts a read at once).
 const KEYS_REFRESH: Duration = Duration::from_secs(10);
+
+/// Checks that every listener's address can be bound, before anything is created on disk: a
+/// port in use is reported first, not after a dev PKI was made and the sandbox seeded.
+pub fn check_listeners(settings: &Settings) -> Result<(), StartupError> {
+    for (which, addr) in [
+        ("server.listen", settings.server.listen),
+        ("server.public_listen", settings.server.public_listen),
+        ("server.ops_listen", settings.server.ops_listen),
+    ] {
+        TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+            which,
+            addr,
+            source,
+        })?;
+    }
+    Ok(())
+}
 
 pub struct Application {
     server: Server,
@@ -167,6 +187,7 @@ impl Application {
             metrics,
             metadata,
             upstream_http,
+            routes: routes::RouteTable::new(ops::openapi::routes()),
             password_checks: routes::authorize::PasswordChecks::new(2),
         });
 

@@ -18,6 +18,20 @@ pub enum TransportError {
 /// An HTTP client presenting `cert`/`key` and trusting only `ca` for the server.
 pub fn mtls_client(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<reqwest::Client> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let x509 = openssl::x509::X509::from_pem(&read(cert)?)
+        .with_context(|| format!("--cert {}: not a PEM certificate", cert.display()))?;
+    let private = openssl::pkey::PKey::private_key_from_pem(&read(key)?)
+        .with_context(|| format!("--key {}: not a PEM private key", key.display()))?;
+    if !x509
+        .public_key()
+        .is_ok_and(|public| public.public_eq(&private))
+    {
+        return Err(anyhow!(
+            "--key {} is not the private key of the certificate in --cert {}",
+            key.display(),
+            cert.display()
+        ));
+    }
     let identity =
         reqwest::Identity::from_pkcs8_pem(&read(cert)?, &read(key)?).with_context(|| {
             format!(
@@ -97,6 +111,27 @@ pub async fn client_credentials_token(
     }
 }
 
+/// What the code grant's token response adds when `openid` was asked for (OpenID Connect
+/// Core §3.1.3.3).
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub struct IdTokenFields {
+    pub id_token: Option<String>,
+}
+
+impl oauth2::ExtraTokenFields for IdTokenFields {}
+
+type OidcTokenResponse =
+    oauth2::StandardTokenResponse<IdTokenFields, oauth2::basic::BasicTokenType>;
+
+/// The `oauth2` client of the code grant, reading the ID token too.
+type OidcClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    OidcTokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+>;
+
 /// A consent flow between its pushed request and the customer's return.
 pub struct PendingFlow {
     pub authorize_url: String,
@@ -115,6 +150,8 @@ pub struct PendingFlow {
 pub struct FlowTokens {
     pub access_token: String,
     pub refresh_token: Option<String>,
+    /// The OpenID Connect ID token, when `openid` was in the scope.
+    pub id_token: Option<String>,
     pub expires_in: Option<u64>,
     pub scope: Option<String>,
     pub consent_id: String,
@@ -189,10 +226,26 @@ pub async fn finish_consent_flow(
     flow: PendingFlow,
     callback: &str,
 ) -> anyhow::Result<FlowTokens> {
+    let not_the_callback = |what: &str| {
+        anyhow!(
+            "{what}: paste the whole address the browser was sent back to after Allow or \
+             Deny; it starts with {}?",
+            flow.redirect_uri
+        )
+    };
+    let callback = callback.trim();
+    if callback.is_empty() {
+        return Err(not_the_callback("nothing was pasted"));
+    }
     let query = callback.split_once('?').map_or(callback, |(_, q)| q);
-    let params: Vec<(String, String)> =
-        serde_urlencoded::from_str(query).context("the callback URL's query is malformed")?;
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|_| not_the_callback("that is not an address with a query"))?;
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if get("code").is_none() && get("error").is_none() {
+        return Err(not_the_callback(
+            "that address carries neither a code nor an error",
+        ));
+    }
     if let Some(error) = get("error") {
         return Err(anyhow!(
             "the bank answered {error}: {}",
@@ -212,7 +265,7 @@ pub async fn finish_consent_flow(
         ));
     }
     let code = get("code").ok_or_else(|| anyhow!("the callback carries no code"))?;
-    let oauth = BasicClient::new(ClientId::new(flow.client_id.clone()))
+    let oauth = OidcClient::new(ClientId::new(flow.client_id.clone()))
         .set_auth_type(AuthType::RequestBody)
         .set_token_uri(TokenUrl::new(flow.token_url.clone())?);
     let redirect = oauth2::RedirectUrl::new(flow.redirect_uri.clone())?;
@@ -236,6 +289,7 @@ pub async fn finish_consent_flow(
     Ok(FlowTokens {
         access_token: token.access_token().secret().clone(),
         refresh_token: token.refresh_token().map(|r| r.secret().clone()),
+        id_token: token.extra_fields().id_token.clone(),
         expires_in: token.expires_in().map(|d| d.as_secs()),
         scope: token
             .scopes()

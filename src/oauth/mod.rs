@@ -178,7 +178,8 @@ impl fmt::Display for ScopeSet {
 }
 
 /// The scope a `client_credentials` grant gets: what was asked for, which must be within what
-/// the client's roles allow, or everything its roles allow when nothing was asked for.
+/// the client's roles allow. Nothing asked for is refused, naming what may be (least
+/// privilege: a token carries the scopes its caller chose, never all of them by default).
 /// `openid` needs a customer, so it is never granted here.
 pub fn client_credentials_scope(
     requested: Option<&str>,
@@ -188,10 +189,12 @@ pub fn client_credentials_scope(
     let Some(requested) = requested.filter(|r| !r.trim().is_empty()) else {
         if allowed.is_empty() {
             return Err(OAuthError::InvalidScope(
-                "the client's roles allow no scope".into(),
+                "scope is required, and this client's roles allow no scope".into(),
             ));
         }
-        return Ok(allowed);
+        return Err(OAuthError::InvalidScope(format!(
+            "scope is required; this client may ask for: {allowed}"
+        )));
     };
     let requested = ScopeSet::parse(requested).map_err(OAuthError::InvalidScope)?;
     if requested.contains(Scope::OpenId) {
@@ -216,11 +219,17 @@ mod tests {
     }
 
     #[test]
-    fn client_credentials_defaults_to_everything_the_roles_allow_but_openid() {
-        assert_eq!(
-            client_credentials_scope(None, &set("openid accounts payments")),
-            Ok(set("accounts payments"))
+    fn client_credentials_without_a_scope_is_refused_naming_what_may_be_asked_for() {
+        let refused = client_credentials_scope(None, &set("openid accounts payments"));
+        assert!(
+            matches!(&refused, Err(OAuthError::InvalidScope(d))
+                if d.contains("accounts payments") && !d.contains("openid")),
+            "{refused:?}"
         );
+        assert!(matches!(
+            client_credentials_scope(Some("  "), &set("accounts")),
+            Err(OAuthError::InvalidScope(_))
+        ));
     }
 
     #[test]

@@ -103,6 +103,29 @@ pub fn api() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// Every documented route template with its methods: what a request for a known path with an
+/// undeclared method is told it may use (`405` with `Allow`).
+pub fn routes() -> Vec<(String, Vec<&'static str>)> {
+    api()
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("DELETE", item.delete.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(m, declared)| declared.then_some(m))
+            .collect();
+            (path.clone(), methods)
+        })
+        .collect()
+}
+
 /// The document as committed in `openapi/obgate.json` (pretty JSON, trailing newline).
 pub fn document() -> String {
     let mut text = api()

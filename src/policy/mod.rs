@@ -247,8 +247,11 @@ impl Policy {
                 && word
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            let field = if is_key { word } else { "(syntax)" };
-            PolicyError::Invalid(vec![at(span, field, e.message().to_string())])
+            // A mistyped value's span points at the value: name the key it belongs to.
+            let field = field_at(text, span.start)
+                .or_else(|| is_key.then(|| word.to_string()))
+                .unwrap_or_else(|| "(syntax)".to_string());
+            PolicyError::Invalid(vec![at(span, &field, e.message().to_string())])
         })?;
         let mut issues = Vec::new();
 
@@ -651,6 +654,34 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The dotted name of the key whose value starts on the line of `offset` — `section.key`, or
+/// `routes[i].key` inside the i-th `[[routes]]` table — if that line assigns one.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text.get(line_start..offset)?.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.contains(['[', ']', '#', ' ']) {
+        return None;
+    }
+    let mut table: Option<String> = None;
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for line in text.get(..line_start)?.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let name = name.trim();
+            let n = counts.entry(name).or_insert(0);
+            table = Some(format!("{name}[{n}]"));
+            *n += 1;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = Some(name.trim().to_string());
+        }
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,6 +756,28 @@ scope = "accounts"
         assert_eq!(found[0].field, "routes[0].scope");
         assert_eq!(found[0].line, 14);
         assert!(found[0].to_string().starts_with("access.toml:14:"));
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_is_reported_with_its_field() {
+        let bad = GOOD.replacen(
+            "access_token_lifetime_secs = 300",
+            "access_token_lifetime_secs = \"300\"",
+            1,
+        );
+        let found = issues(&bad);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].field, "tokens.access_token_lifetime_secs",
+            "{found:?}"
+        );
+        assert!(found[0].message.contains("invalid type"), "{found:?}");
+        let bad = GOOD.replacen("method = \"GET\"", "method = 7", 1);
+        let found = issues(&bad);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].field, "routes[1].method", "{found:?}");
+        let bad = GOOD.replacen("scopes = [\"payments\"]", "scopes = \"payments\"", 1);
+        assert_eq!(issues(&bad)[0].field, "roles.PISP.scopes");
     }
 
     #[test]

@@ -7,12 +7,14 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use super::ServedOn;
 use super::edge::AuditNote;
 use crate::oauth::OAuthError;
 use crate::oauth::token::TokenRejection;
 use crate::policy::Denied;
 use crate::resources::{ResourceError, codes};
 use crate::store::StoreError;
+use crate::tls::Listener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -53,6 +55,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// A known route asked with a method it does not declare: 405 with `Allow`.
+    #[error("{method} is not allowed here; this resource accepts {allow}")]
+    MethodNotAllowed { method: String, allow: String },
     /// The body is over the route's limit: 413, unread.
     #[error("{0}")]
     TooLarge(String),
@@ -106,6 +111,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::BadRequest { reason, .. } => reason,
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::TooLarge(_) => "body_too_large",
             Self::Internal(_) => "internal_error",
         }
@@ -254,6 +260,7 @@ impl ResponseError for ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -366,6 +373,13 @@ impl ResponseError for ApiError {
                 )
             }
             Self::NotFound(m) => (ob_body(status, codes::NOT_FOUND, m, None), None),
+            Self::MethodNotAllowed { allow, .. } => {
+                res.insert_header((header::ALLOW, allow.as_str()));
+                (
+                    ob_body(status, codes::INVALID_FORMAT, &self.to_string(), None),
+                    None,
+                )
+            }
             Self::TooLarge(m) => (ob_body(status, codes::INVALID_FORMAT, m, None), None),
             Self::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
@@ -392,7 +406,41 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Unknown routes: 404 with an Open Banking body.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such resource".into()))
+/// Requests no handler took: a known route asked with a method it does not declare is `405`
+/// with `Allow` (RFC 9110 §15.5.6; RFC 6749 §3.2 for `/token`); a route served on another
+/// listener is named with its URL there; anything else is 404.
+pub async fn not_found(
+    req: actix_web::HttpRequest,
+    state: actix_web::web::Data<super::AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let path = req.path();
+    let Some((template, methods)) = state.routes.lookup(path) else {
+        return Err(ApiError::NotFound("no such resource".into()));
+    };
+    let here = req
+        .app_data::<Listener>()
+        .copied()
+        .unwrap_or(Listener::Mtls);
+    let served = ServedOn::of(template);
+    if served.includes(here) {
+        return Err(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow: methods.join(", "),
+        });
+    }
+    let server = &state.settings.server;
+    Err(ApiError::NotFound(match served {
+        ServedOn::Mtls => format!(
+            "{path} is served on the mTLS listener, with a client certificate: {}{path}",
+            server.mtls_url
+        ),
+        ServedOn::Public => format!(
+            "{path} is served on the public listener: {}{path}",
+            server.public_url
+        ),
+        ServedOn::BothTls | ServedOn::Ops => format!(
+            "{path} is served on the ops listener ({}), not here",
+            server.ops_listen
+        ),
+    }))
 }

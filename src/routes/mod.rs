@@ -37,6 +37,8 @@ pub struct AppState {
     pub metadata: String,
     /// HTTP client for upstream core-banking systems (policy `upstreams`).
     pub upstream_http: reqwest::Client,
+    /// Every route and its methods, for `405 Allow` and wrong-listener answers.
+    pub routes: RouteTable,
     /// Bounds concurrent password checks (each scrypt holds 32 MiB), one per peer at a time.
     pub password_checks: authorize::PasswordChecks,
 }
@@ -82,6 +84,67 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ),
     ("POST", "/open-banking/v3.1/cbpii/funds-confirmations"),
 ];
+
+/// Where a route is served (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServedOn {
+    Mtls,
+    Public,
+    /// Discovery: both TLS listeners.
+    BothTls,
+    Ops,
+}
+
+impl ServedOn {
+    pub fn of(path: &str) -> Self {
+        if edge::is_customer_page(path) {
+            Self::Public
+        } else if path.starts_with("/.well-known/") || path == "/jwks" {
+            Self::BothTls
+        } else if matches!(path, "/metrics" | "/healthz" | "/readyz" | "/openapi.json")
+            || path.starts_with("/docs")
+        {
+            Self::Ops
+        } else {
+            Self::Mtls
+        }
+    }
+
+    pub fn includes(self, listener: Listener) -> bool {
+        matches!(
+            (self, listener),
+            (Self::BothTls, _) | (Self::Mtls, Listener::Mtls) | (Self::Public, Listener::Public)
+        )
+    }
+}
+
+/// Every route template with its methods, matched the way actix matches routes.
+pub struct RouteTable(Vec<(actix_web::dev::ResourceDef, String, Vec<&'static str>)>);
+
+impl RouteTable {
+    pub fn new(routes: Vec<(String, Vec<&'static str>)>) -> Self {
+        Self(
+            routes
+                .into_iter()
+                .map(|(path, methods)| {
+                    (
+                        actix_web::dev::ResourceDef::new(path.as_str()),
+                        path,
+                        methods,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The route template `path` matches, and its methods.
+    pub fn lookup(&self, path: &str) -> Option<(&str, &[&'static str])> {
+        self.0
+            .iter()
+            .find(|(def, _, _)| def.is_match(path))
+            .map(|(_, template, methods)| (template.as_str(), methods.as_slice()))
+    }
+}
 
 /// The routes a listener serves.
 pub fn for_listener(listener: Listener) -> fn(&mut web::ServiceConfig) {

@@ -191,6 +191,15 @@ async fn tpp_token_fetches_a_bound_token_with_the_oauth2_crate() -> TestResult {
         app.tpp_a.thumbprint()?
     );
     assert_eq!(body["scope"], "accounts");
+    // Without --scope it asks for accounts (the gateway grants nothing unasked).
+    let out = app.cli(&["tpp", "token", "--cert", &cert, "--key", &key, "--ca", &ca])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(body["scope"], "accounts");
 
     let out = app.cli(&[
         "tpp",
@@ -530,4 +539,136 @@ async fn serve_stops_on_sigterm_with_its_audit_log_flushed() -> TestResult {
         "the refused handshake is not in the log"
     );
     Ok(())
+}
+
+/// The command a banner prints on the first line that begins with `start` (after its
+/// indentation) or, failing that, contains it; continuation lines included.
+fn banner_command(banner: &str, start: &str) -> Res<String> {
+    let first = banner
+        .lines()
+        .position(|l| l.trim_start().starts_with(start))
+        .or_else(|| banner.lines().position(|l| l.contains(start)))
+        .unwrap_or(usize::MAX);
+    let mut lines = banner.lines().skip(first);
+    let mut command = String::new();
+    for line in lines.by_ref() {
+        command.push_str(line.trim_start());
+        command.push('\n');
+        if !line.ends_with('\\') && !line.ends_with('(') {
+            break;
+        }
+    }
+    if command.is_empty() {
+        return Err(format!("no command starting {start:?} in the banner:\n{banner}").into());
+    }
+    Ok(command)
+}
+
+/// The embedded default as a newcomer starts it: the banner's commands work as pasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banners_commands_run_as_pasted() -> TestResult {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir()?;
+    let free = || -> Res<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (mtls, public, ops) = (free()?, free()?, free()?);
+    let env = [
+        ("OBGATE_SERVER_LISTEN", format!("127.0.0.1:{mtls}")),
+        ("OBGATE_SERVER_PUBLIC_LISTEN", format!("127.0.0.1:{public}")),
+        ("OBGATE_SERVER_OPS_LISTEN", format!("127.0.0.1:{ops}")),
+        (
+            "OBGATE_SERVER_MTLS_URL",
+            format!("https://localhost:{mtls}"),
+        ),
+        (
+            "OBGATE_SERVER_PUBLIC_URL",
+            format!("https://localhost:{public}"),
+        ),
+        (
+            "OBGATE_POLICY_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies").to_string(),
+        ),
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+        .current_dir(dir.path())
+        .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut banner = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("/connected-apps") {
+                break;
+            }
+        }
+        banner
+    })
+    .await?;
+    let result = async {
+        // The customers are listed as the file lists them: "username password".
+        let file = std::fs::read_to_string(dir.path().join("obgate-data/sandbox-customers.txt"))?;
+        for line in file.lines() {
+            assert!(
+                banner.contains(&format!("  {line}\n")),
+                "{line:?} not in:\n{banner}"
+            );
+        }
+        let token = banner_command(&banner, "TOKEN=$(")?;
+        let consent = banner_command(&banner, "curl ")?;
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &format!("{token}{consent}")])
+            .current_dir(dir.path())
+            .output()?;
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && body.contains("AwaitingAuthorisation"),
+            "the banner's token and consent commands: {body}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // The consent flow runs as pasted (from anywhere: absolute paths), creates a consent,
+        // prints the page to open, and says what to paste when given something else.
+        let flow = banner_command(&banner, "tpp consent-flow")?;
+        assert!(flow.contains("tpp consent-flow"), "{flow}");
+        let elsewhere = tempfile::tempdir()?;
+        let mut run = std::process::Command::new("bash")
+            .args(["-c", &flow])
+            .current_dir(elsewhere.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = run.stdin.take() {
+            stdin.write_all(b"I copied the wrong thing\n")?;
+        }
+        let out = tokio::task::spawn_blocking(move || run.wait_with_output()).await??;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("created consent aac-"), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "https://localhost:{public}/authorize?client_id=demo-tpp"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("paste the whole address the browser was sent back to"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("state in the callback"), "{stderr}");
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }

@@ -321,7 +321,11 @@ async fn a_certificate_revoked_by_a_reloaded_crl_is_refused_at_the_handshake() -
     let kept = app.client(&app.tpp_a)?;
     let token_request = || {
         kept.post(format!("{}/token", app.mtls))
-            .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-a")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tpp-a"),
+                ("scope", "accounts"),
+            ])
             .send()
     };
     assert_eq!(token_request().await?.status(), 200);

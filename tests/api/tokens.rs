@@ -78,7 +78,12 @@ async fn issued_token_is_an_at_jwt_bound_to_the_certificate_it_was_requested_ove
 async fn token_requests_that_cannot_be_honoured_get_rfc_6749_errors() -> TestResult {
     let app = spawn_app().await?;
     let http = app.client(&app.tpp_a)?;
-    let cases: [(Form, u16, &str); 5] = [
+    let cases: [(Form, u16, &str); 6] = [
+        (
+            &[("grant_type", "client_credentials"), ("client_id", "tpp-a")],
+            400,
+            "invalid_scope",
+        ),
         (
             &[("grant_type", "password"), ("client_id", "tpp-a")],
             400,
@@ -145,6 +150,22 @@ async fn token_requests_that_cannot_be_honoured_get_rfc_6749_errors() -> TestRes
         .await?;
     let body: Value = res.json().await?;
     assert_eq!(body["error"], "invalid_scope");
+    // No scope: refused, naming what this client may ask for (least privilege).
+    let res = aisp
+        .post(format!("{}/token", app.mtls))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "tpp-aisp"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await?;
+    assert_eq!(body["error"], "invalid_scope");
+    assert_eq!(
+        body["error_description"],
+        "scope is required; this client may ask for: accounts"
+    );
     Ok(())
 }
 
