@@ -762,7 +762,9 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    println!("{banner}");
+    // A closed stdout (`obgate serve | head`, a pipe its reader dropped) must not stop the
+    // gateway: the banner is a courtesy.
+    let _ = writeln!(std::io::stdout(), "{banner}");
     let audit = app.audit_log();
     // SIGTERM/SIGINT: the listeners stop accepting, in-flight requests finish (up to 5 s), then
     // whatever the audit writer still holds is written before the process exits.
