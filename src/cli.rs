@@ -160,8 +160,10 @@ pub enum ClientsCommand {
 pub enum TppCommand {
     /// Fetch a client-credentials access token with a client certificate (via the oauth2 crate).
     Token {
+        /// The TPP's client certificate (PEM), presented at the mTLS handshake.
         #[arg(long)]
         cert: PathBuf,
+        /// The certificate's private key (PEM).
         #[arg(long)]
         key: PathBuf,
         /// CA that issued the gateway's server certificate (default: the dev CA).
@@ -181,8 +183,10 @@ pub enum TppCommand {
     /// authorization request (PAR + PKCE), print the page to open, then exchange the code from
     /// the URL the browser lands on for certificate-bound tokens (via the oauth2 crate).
     ConsentFlow {
+        /// The TPP's client certificate (PEM), presented at the mTLS handshake.
         #[arg(long)]
         cert: PathBuf,
+        /// The certificate's private key (PEM).
         #[arg(long)]
         key: PathBuf,
         /// CA that issued the gateway's server certificate (default: the dev CA).

@@ -672,3 +672,80 @@ async fn the_banners_commands_run_as_pasted() -> TestResult {
     let _ = child.wait();
     result
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_mistakes_are_named_for_what_they_are() -> TestResult {
+    let app = spawn_app().await?;
+    // A key that is not the certificate's.
+    let (cert, wrong_key, ca) = (
+        app.tpp_a.cert.to_string_lossy().to_string(),
+        app.tpp_b.key.to_string_lossy().to_string(),
+        app.ca.to_string_lossy().to_string(),
+    );
+    let out = app.cli(&[
+        "tpp", "token", "--cert", &cert, "--key", &wrong_key, "--ca", &ca,
+    ])?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(
+        stderr.contains(&format!(
+            "--key {wrong_key} is not the private key of the certificate in --cert {cert}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("key values mismatch"), "{stderr}");
+
+    // A port in use is reported before anything is created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    let dir = tempfile::tempdir()?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("serve")
+        .env("OBGATE_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(
+        stderr.contains("server.listen") && stderr.contains("another obgate"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "files were created before the port was checked"
+    );
+
+    // Every option of the operator commands says what it is for.
+    for command in [
+        &["clients", "register", "--help"][..],
+        &["clients", "suspend", "--help"],
+        &["clients", "show", "--help"],
+        &["tpp", "token", "--help"],
+        &["tpp", "consent-flow", "--help"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_obgate"))
+            .args(command)
+            .output()?;
+        let help = String::from_utf8(out.stdout)?;
+        let lines: Vec<&str> = help.lines().map(str::trim).collect();
+        // An option's help is on its line (after two spaces) or on the next one.
+        let bare: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with("--") || l.starts_with('<') || l.starts_with("-h"))
+            .filter(|(i, l)| {
+                !l.contains("  ")
+                    && lines.get(i + 1).is_none_or(|next| {
+                        next.is_empty() || next.starts_with('-') || next.starts_with('<')
+                    })
+            })
+            .map(|(_, l)| *l)
+            .collect();
+        assert!(
+            bare.is_empty(),
+            "{command:?}: options without help: {bare:?}\n{help}"
+        );
+    }
+    Ok(())
+}
