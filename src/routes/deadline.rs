@@ -61,12 +61,18 @@ pub async fn deadline(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // A request without a body (HTTP/1.1 or HTTP/2) has arrived whole with its head: nothing
+    // to bound, and nothing added on the hot path of GETs.
+    let payload = req.take_payload();
+    if matches!(payload, Payload::None) {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
     let limit = req
         .app_data::<Data<RequestTimeout>>()
         .map_or(Duration::from_secs(30), |t| t.0);
     let expired = Arc::new(AtomicBool::new(false));
     let bounded = Bounded {
-        inner: req.take_payload(),
+        inner: payload,
         deadline: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
         expired: Arc::clone(&expired),
     };
