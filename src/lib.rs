@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod ops;
 pub mod pki;
 pub mod policy;
+pub mod registry;
 pub mod resources;
 pub mod routes;
 pub mod startup;

@@ -14,8 +14,8 @@ use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::registry::CertFacts;
 use crate::store::{AuditRecord, Store, StoreError};
-use crate::tls::CertFacts;
 
 /// `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -272,7 +272,8 @@ async fn commit(store: &Store, events: &[Pending]) -> Result<Vec<i64>, Failure> 
     // The chain continues from the head stored in the database, read under its write lock:
     // other instances may have appended since this one last wrote.
     let chained = store
-        .append_audit_chained(|mut seq, mut prev| {
+        .append_audit_chained(|head| {
+            let (mut seq, mut prev) = head.unwrap_or_else(|| (0, GENESIS.to_string()));
             let mut records = Vec::with_capacity(events.len());
             for pending in events {
                 seq += 1;

@@ -10,8 +10,8 @@ use openssl::hash::{MessageDigest, hash};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::clients::Client;
 use super::{OAuthError, Scope, ScopeSet};
+use crate::registry::Client;
 
 pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 /// How long a `request_uri` may be used (RFC 9126 §2.2; FAPI 2.0 asks for under 600 s).
@@ -279,7 +279,7 @@ pub fn redirect_to(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::clients::{AuthMethod, ClientStatus, Role};
+    use crate::registry::{AuthMethod, ClientStatus, Role};
 
     fn client() -> Client {
         Client {

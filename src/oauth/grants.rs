@@ -8,10 +8,10 @@ use serde_json::{Map, Value};
 use super::authorize::{
     self, IssuedCode, USED_CODE_MEMORY, code_key, pkce_matches, random_token, used_code_key,
 };
-use super::clients::Client;
 use super::token::{CustomerGrant, MintedToken, TokenService};
 use super::{OAuthError, ScopeSet};
 use crate::clock;
+use crate::registry::Client;
 use crate::resources::consents;
 use crate::state::SharedState;
 use crate::store::{ConsentRecord, GrantRecord, RefreshLookup, Store, StoreError};

@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::OAuthError;
-use super::clients::Client;
+use crate::registry::Client;
 
 /// FAPI 2.0 §5.3.2.1: a request object lives at most 60 minutes (`exp - nbf`).
 const MAX_LIFETIME: i64 = 3600;

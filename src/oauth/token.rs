@@ -10,9 +10,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::clients::ClientId;
 use super::keys::SigningKeys;
 use super::{OAuthError, ScopeSet};
+use crate::registry::ClientId;
 use crate::state::SharedState;
 use crate::tls::{Thumbprint, VerifiedClientCert};
 

@@ -11,9 +11,9 @@ use std::str::FromStr;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::oauth::clients::Role;
 use crate::oauth::grants::GrantSettings;
 use crate::oauth::{Scope, ScopeSet};
+use crate::registry::Role;
 use crate::resources::CONSENT_REQUIREMENTS;
 use crate::resources::consents::Permission;
 

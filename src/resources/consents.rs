@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::ResourceError;
 use super::codes::*;
 use crate::clock;
-use crate::oauth::clients::ClientId;
+use crate::registry::ClientId;
 use crate::store::{ConsentRecord, Store, StoreError};
 
 /// What differs between the kinds of consent; everything else is shared.

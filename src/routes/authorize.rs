@@ -23,8 +23,8 @@ use crate::clock;
 use crate::oauth::authorize::{
     AuthorizationRequest, IssuedCode, digest, random_token, redirect_to, request_uri_key,
 };
-use crate::oauth::clients::{ClientId, ClientStatus};
 use crate::oauth::grants::issue_code;
+use crate::registry::{ClientId, ClientStatus};
 use crate::resources::consents::{
     self, AccountAccessConsentDetails, DomesticPaymentConsentDetails,
     FundsConfirmationConsentDetails,

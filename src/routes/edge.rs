@@ -15,8 +15,9 @@ use super::AppState;
 use super::error::ob_body;
 use crate::audit::{AuditEvent, Outcome};
 use crate::clock;
+use crate::registry::CertFacts;
 use crate::resources::codes;
-use crate::tls::{CertFacts, HandshakeFailure, Listener, PeerIdentity};
+use crate::tls::{HandshakeFailure, Listener, PeerIdentity};
 
 pub const INTERACTION_ID: HeaderName = HeaderName::from_static("x-fapi-interaction-id");
 /// Route label for requests that matched no route.

@@ -16,11 +16,11 @@ use super::guard::{client_cert, within_rate_limit};
 use crate::audit::Outcome;
 use crate::clock;
 use crate::oauth::authorize::{self, form_params, random_token};
-use crate::oauth::clients::{Client, ClientId};
 use crate::oauth::grants::GrantContext;
 use crate::oauth::request_object;
 use crate::oauth::token::{Confirmation, TokenRejection};
 use crate::oauth::{OAuthError, client_credentials_scope};
+use crate::registry::{Client, ClientId};
 use crate::resources::consents;
 use crate::tls::VerifiedClientCert;
 
@@ -181,7 +181,7 @@ async fn authenticate(
         .client(&client_id)
         .await?
         .ok_or_else(|| OAuthError::InvalidClient(format!("unknown client {client_id}")))?;
-    client.authenticate(&cert)?;
+    crate::oauth::clients::authenticate(&client, &cert)?;
     remember(req, |ctx| {
         ctx.client_id = Some(client.client_id.to_string())
     });

@@ -8,7 +8,8 @@ pub mod sqlite;
 
 use serde::Serialize;
 
-use crate::oauth::clients::{Client, ClientId, ClientStatus};
+pub use crate::registry::CertRecord;
+use crate::registry::{Client, ClientId, ClientStatus};
 
 use postgres::PgStore;
 use sqlite::SqliteStore;
@@ -151,7 +152,7 @@ impl Store {
     /// audit table's write lock.
     pub async fn append_audit_chained<E>(
         &self,
-        chain: impl FnOnce(i64, String) -> Result<Vec<AuditRecord>, E>,
+        chain: impl FnOnce(Option<(i64, String)>) -> Result<Vec<AuditRecord>, E>,
     ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
         match self {
             Self::Sqlite(s) => s.append_audit_chained(chain).await,
@@ -254,17 +255,8 @@ pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
 
 /// A client to register, with the certificate it registered over.
 pub struct NewClient {
-    pub client: crate::oauth::clients::Client,
+    pub client: crate::registry::Client,
     pub cert: CertRecord,
-}
-
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct CertRecord {
-    pub thumbprint: String,
-    pub subject: String,
-    pub issuer: String,
-    pub serial: String,
-    pub not_after: i64,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]

@@ -7,7 +7,7 @@
 use std::str::FromStr;
 
 use super::StoreError;
-use crate::oauth::clients::{AuthMethod, Client, ClientId, ClientStatus, Role};
+use crate::registry::{AuthMethod, Client, ClientId, ClientStatus, Role};
 
 #[derive(sqlx::FromRow)]
 pub(super) struct ClientRow {
@@ -799,10 +799,11 @@ macro_rules! shared_store_methods {
 
     /// Appends a batch of events to the chain in one write transaction: the head is read under
     /// the database's write lock, so several processes writing to one database keep one
-    /// unbroken chain. `chain` turns the head `(seq, hash)` into the batch's records.
+    /// unbroken chain. `chain` turns the head `(seq, hash)` (none in an empty log) into the
+    /// batch's records.
     pub async fn append_audit_chained<E>(
         &self,
-        chain: impl FnOnce(i64, String) -> Result<Vec<AuditRecord>, E>,
+        chain: impl FnOnce(Option<(i64, String)>) -> Result<Vec<AuditRecord>, E>,
     ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let appended = Self::append_audit_on(&mut conn, chain).await;
@@ -817,17 +818,17 @@ macro_rules! shared_store_methods {
 
     async fn append_audit_on<E>(
         conn: &mut sqlx::pool::PoolConnection<Db>,
-        chain: impl FnOnce(i64, String) -> Result<Vec<AuditRecord>, E>,
+        chain: impl FnOnce(Option<(i64, String)>) -> Result<Vec<AuditRecord>, E>,
     ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
         let mut tx = Self::begin_audit(conn).await?;
         let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
-        let (seq, prev) = match head {
-            Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
-            None => (0, crate::audit::GENESIS.to_string()),
+        let head = match head {
+            Some(r) => Some((r.try_get("seq")?, r.try_get("hash")?)),
+            None => None,
         };
-        let batch = match chain(seq, prev) {
+        let batch = match chain(head) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };

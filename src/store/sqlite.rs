@@ -17,7 +17,7 @@ use super::{
     NewClient, PaymentRecord, PaymentRefused, RefreshLookup, SandboxSeed, StoreError,
     TransactionQuery, TransactionRecord,
 };
-use crate::oauth::clients::{Client, ClientId, ClientStatus, Role};
+use crate::registry::{Client, ClientId, ClientStatus, Role};
 
 /// A client with its active certificates' thumbprints and issuers, each as one column.
 const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.auth_method, \

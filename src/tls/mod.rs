@@ -28,7 +28,8 @@ use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
 use crate::config::TlsSettings;
-pub use peer::{CertFacts, CertTrust, OperatorRole, PeerIdentity, Thumbprint, VerifiedClientCert};
+use crate::registry::CertFacts;
+pub use peer::{CertTrust, OperatorRole, PeerIdentity, Thumbprint, VerifiedClientCert};
 
 /// TLS 1.2 suites allowed by FAPI 1.0 Advanced §8.5 and BCP 195.
 pub const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
@@ -287,7 +288,7 @@ fn verify_client(
         *slot = Some(Rejection {
             reason: verify_reason(code),
             detail: ctx.error().error_string().to_string(),
-            cert: leaf.map(CertFacts::of).unwrap_or_default(),
+            cert: leaf.map(peer::facts_of).unwrap_or_default(),
         });
     }
     false

@@ -14,6 +14,8 @@ use openssl::nid::Nid;
 use openssl::ssl::SslRef;
 use openssl::x509::{X509NameRef, X509Ref};
 
+use crate::registry::{CertFacts, CertRecord};
+
 /// SHA-256 of a certificate's DER encoding: the RFC 8705 §3.1 `x5t#S256` input.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Thumbprint([u8; 32]);
@@ -95,27 +97,18 @@ struct CertInfo {
     live_generation: Arc<AtomicU64>,
 }
 
-/// Facts about a certificate that was presented, whether or not it was accepted.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct CertFacts {
-    pub thumbprint: Option<String>,
-    pub subject: Option<String>,
-    pub serial: Option<String>,
-}
-
-impl CertFacts {
-    pub fn of(cert: &X509Ref) -> Self {
-        Self {
-            thumbprint: Thumbprint::of(cert).ok().map(Thumbprint::to_b64url),
-            subject: Some(dn_string(cert.subject_name())),
-            serial: serial_hex(cert),
-        }
+/// What can be read of a presented certificate, whether or not it was accepted.
+pub fn facts_of(cert: &X509Ref) -> CertFacts {
+    CertFacts {
+        thumbprint: Thumbprint::of(cert).ok().map(Thumbprint::to_b64url),
+        subject: Some(dn_string(cert.subject_name())),
+        serial: serial_hex(cert),
     }
 }
 
 /// What the client registry records about a certificate presented for registration.
-pub fn registration_record(cert: &X509Ref) -> Option<crate::store::CertRecord> {
-    Some(crate::store::CertRecord {
+pub fn registration_record(cert: &X509Ref) -> Option<CertRecord> {
+    Some(CertRecord {
         thumbprint: Thumbprint::of(cert).ok()?.to_b64url(),
         subject: dn_string(cert.subject_name()),
         issuer: dn_string(cert.issuer_name()),
