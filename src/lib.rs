@@ -8,6 +8,8 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod consent;
+pub mod digest;
 pub mod oauth;
 pub mod ops;
 pub mod pki;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{OAuthError, Scope, ScopeSet};
+use crate::consent::Kind;
 use crate::registry::Client;
 
 pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -32,7 +33,7 @@ pub struct AuthorizationRequest {
     pub code_challenge: String,
     pub consent_id: String,
     /// The consent kind the resource scope asks for (`account-access`, …).
-    pub consent_kind: String,
+    pub consent_kind: Kind,
 }
 
 /// What an authorization code stands for: the request, and who approved it.
@@ -52,12 +53,7 @@ pub fn random_token() -> Result<String, OAuthError> {
     Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
-/// Hex SHA-256: single-use values are stored under their hash, never in the clear.
-pub fn digest(value: &str) -> String {
-    hash(MessageDigest::sha256(), value.as_bytes())
-        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
-        .unwrap_or_default()
-}
+pub use crate::digest::sha256_hex as digest;
 
 pub fn request_uri_key(request_uri: &str) -> String {
     format!("par:{}", digest(request_uri))
@@ -105,11 +101,11 @@ pub fn form_params(body: &[u8]) -> Result<Map<String, Value>, OAuthError> {
 }
 
 /// The consent kind a resource scope authorises.
-pub fn consent_kind_for(scope: Scope) -> Option<&'static str> {
+pub fn consent_kind_for(scope: Scope) -> Option<Kind> {
     match scope {
-        Scope::Accounts => Some("account-access"),
-        Scope::Payments => Some("domestic-payment"),
-        Scope::FundsConfirmations => Some("funds-confirmation"),
+        Scope::Accounts => Some(Kind::AccountAccess),
+        Scope::Payments => Some(Kind::DomesticPayment),
+        Scope::FundsConfirmations => Some(Kind::FundsConfirmation),
         Scope::OpenId => None,
     }
 }
@@ -227,7 +223,7 @@ pub fn validate(
             "scope {extra} is not allowed for this client's roles"
         )));
     }
-    let kinds: Vec<&str> = scope.iter().filter_map(consent_kind_for).collect();
+    let kinds: Vec<Kind> = scope.iter().filter_map(consent_kind_for).collect();
     let [consent_kind] = kinds.as_slice() else {
         return Err(OAuthError::InvalidScope(
             "ask for exactly one of accounts, payments or fundsconfirmations".into(),
@@ -249,7 +245,7 @@ pub fn validate(
         nonce: short("nonce", 512)?,
         code_challenge: code_challenge.to_string(),
         consent_id: intent_id(params.get("claims"))?,
-        consent_kind: (*consent_kind).to_string(),
+        consent_kind: *consent_kind,
     })
 }
 
@@ -346,7 +342,7 @@ mod tests {
     fn a_good_request_yields_the_consent_id_and_kind() -> Result<(), OAuthError> {
         let r = check(&[("state", "xyz")])?;
         assert_eq!(r.consent_id, "aac-1");
-        assert_eq!(r.consent_kind, "account-access");
+        assert_eq!(r.consent_kind, Kind::AccountAccess);
         assert_eq!(r.state.as_deref(), Some("xyz"));
         Ok(())
     }

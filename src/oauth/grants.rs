@@ -11,8 +11,8 @@ use super::authorize::{
 use super::token::{CustomerGrant, MintedToken, TokenService};
 use super::{OAuthError, ScopeSet};
 use crate::clock;
+use crate::consent::Kind;
 use crate::registry::Client;
-use crate::resources::consents;
 use crate::state::SharedState;
 use crate::store::{ConsentRecord, GrantRecord, RefreshLookup, Store, StoreError};
 use crate::tls::VerifiedClientCert;
@@ -96,7 +96,8 @@ impl GrantContext<'_> {
             .map_err(store_failed)?
             .filter(|c| c.client_id == client.client_id.as_str())
             .ok_or_else(|| OAuthError::InvalidGrant(format!("consent {consent_id} is unknown")))?;
-        consents::usable(&consent, clock::now())
+        consent
+            .usable(clock::now())
             .map_err(|e| OAuthError::InvalidGrant(e.to_string()))?;
         Ok(consent)
     }
@@ -219,7 +220,7 @@ impl GrantContext<'_> {
             None
         };
         let refresh = random_token()?;
-        let consent_expiry = consents::expires_at(&consent).map(|t| t.unix_timestamp());
+        let consent_expiry = consent.expires_at().map(|t| t.unix_timestamp());
         let expires_at = consent_expiry.map_or(now + self.settings.refresh_token_lifetime, |e| {
             e.min(now + self.settings.refresh_token_lifetime)
         });
@@ -243,7 +244,7 @@ impl GrantContext<'_> {
             .map_err(store_failed)?;
         // A payment consent pays once: its grant is recorded (a replayed code must find the
         // access token to revoke) but the client gets nothing to refresh with.
-        let refresh_token = (request.consent_kind != "domestic-payment").then_some(refresh);
+        let refresh_token = (request.consent_kind != Kind::DomesticPayment).then_some(refresh);
         Ok(Issued {
             access,
             refresh_token,

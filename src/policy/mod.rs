@@ -11,14 +11,12 @@ use std::str::FromStr;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::consent::Kind;
 use crate::oauth::grants::GrantSettings;
 use crate::oauth::{Scope, ScopeSet};
 use crate::registry::Role;
 use crate::resources::CONSENT_REQUIREMENTS;
 use crate::resources::consents::Permission;
-
-/// Consent kinds a route may require (the `consents.kind` values).
-pub const CONSENT_KINDS: [&str; 3] = ["account-access", "domestic-payment", "funds-confirmation"];
 
 pub const POLICY_FILE: &str = "access.toml";
 /// Refresh tokens live 90 days unless the policy or the consent's expiry says less.
@@ -140,7 +138,7 @@ pub struct Upstream {
 /// one of these permissions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentRule {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub any_of: Vec<Permission>,
 }
 
@@ -433,21 +431,13 @@ impl Policy {
             }
             let consent = match &r.consent {
                 None => None,
-                Some(kind) => match CONSENT_KINDS.iter().find(|k| **k == kind.get_ref()) {
-                    Some(k) => Some(ConsentRule {
+                Some(kind) => match kind.get_ref().parse::<Kind>() {
+                    Ok(k) => Some(ConsentRule {
                         kind: k,
                         any_of: Vec::new(),
                     }),
-                    None => {
-                        issues.push(at(
-                            kind.span(),
-                            &field("consent"),
-                            format!(
-                                "unknown consent kind {:?} (expected one of {})",
-                                kind.get_ref(),
-                                CONSENT_KINDS.join(", ")
-                            ),
-                        ));
+                    Err(message) => {
+                        issues.push(at(kind.span(), &field("consent"), message));
                         continue;
                     }
                 },
@@ -837,7 +827,7 @@ scope = "accounts"
         assert_eq!(
             permit.consent(),
             Some(&ConsentRule {
-                kind: "account-access",
+                kind: Kind::AccountAccess,
                 any_of: vec![Permission::ReadBalances]
             })
         );

@@ -56,7 +56,7 @@ pub async fn consented_account(
     consent: &ConsentRecord,
     account_id: &str,
 ) -> Result<AccountRecord, ResourceError> {
-    if !consent.account_ids().iter().any(|a| a == account_id) {
+    if !consent.account_ids.contains(account_id) {
         return Err(ResourceError::Forbidden {
             reason: "account_not_in_consent",
             code: CONSENT_MISMATCH,
@@ -82,8 +82,8 @@ pub async fn list(
     let d = details(consent)?;
     let detail = d.permissions.contains(&Permission::ReadAccountsDetail);
     let mut accounts = Vec::new();
-    for id in consent.account_ids() {
-        if let Ok(a) = consented_account(store, consent, &id).await {
+    for id in consent.account_ids.iter() {
+        if let Ok(a) = consented_account(store, consent, id).await {
             accounts.push(account_json(&a, detail));
         }
     }
@@ -346,11 +346,11 @@ pub fn restrict_upstream(
         .and_then(Value::as_array_mut)
         .map(std::mem::take)
         .ok_or_else(|| unreadable(&format!("has no Data.{key} list")))?;
-    let consented = consent.account_ids();
+    let consented = &consent.account_ids;
     let allowed = |entry: &Value| {
-        entry["AccountId"].as_str().is_some_and(|id| {
-            consented.iter().any(|c| c == id) && account_id.is_none_or(|path| path == id)
-        })
+        entry["AccountId"]
+            .as_str()
+            .is_some_and(|id| consented.contains(id) && account_id.is_none_or(|path| path == id))
     };
     let from = d
         .transaction_from_date_time

@@ -10,13 +10,14 @@ use utoipa::ToSchema;
 use super::ResourceError;
 use super::codes::*;
 use crate::clock;
+use crate::consent::{AccountIds, Kind, Status};
 use crate::registry::ClientId;
 use crate::store::{ConsentRecord, Store, StoreError};
 
 /// What differs between the kinds of consent; everything else is shared.
 pub trait ConsentKind {
     /// Stored in `consents.kind`.
-    const KIND: &'static str;
+    const KIND: Kind;
     /// Prefix of the consent id, so an id tells what it is.
     const ID_PREFIX: &'static str;
     /// Collection path under the mTLS base URL.
@@ -30,60 +31,13 @@ pub trait ConsentKind {
     ) -> Result<(Self::Details, Option<Value>), ResourceError>;
 }
 
-pub const AWAITING_AUTHORISATION: &str = "AwaitingAuthorisation";
-pub const AUTHORISED: &str = "Authorised";
-pub const REJECTED: &str = "Rejected";
-pub const REVOKED: &str = "Revoked";
-pub const CONSUMED: &str = "Consumed";
-
-/// Why a consent can no longer back a token or a request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConsentUnusable {
-    #[error("consent {id} is no longer authorised (status {status})")]
-    NotAuthorised { id: String, status: String },
-    #[error("consent {id} is no longer authorised: it expired at {at}")]
-    Expired { id: String, at: String },
-}
-
-impl ConsentUnusable {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::NotAuthorised { .. } => "consent_not_authorised",
-            Self::Expired { .. } => "consent_expired",
-        }
-    }
-}
-
-/// When the consent expires, if it says so (`Data.ExpirationDateTime`).
-pub fn expires_at(record: &ConsentRecord) -> Option<OffsetDateTime> {
-    let data: Value = serde_json::from_str(&record.data).ok()?;
-    clock::parse(data["ExpirationDateTime"].as_str()?)
-}
+pub use crate::consent::ConsentUnusable;
 
 /// The permissions an account-access consent grants (none for other kinds).
 pub fn granted_permissions(record: &ConsentRecord) -> Vec<Permission> {
     serde_json::from_str::<AccountAccessConsentDetails>(&record.data)
         .map(|d| d.permissions)
         .unwrap_or_default()
-}
-
-/// An authorised consent that has not expired may back tokens and requests; nothing else may.
-pub fn usable(record: &ConsentRecord, now: OffsetDateTime) -> Result<(), ConsentUnusable> {
-    if record.status != AUTHORISED {
-        return Err(ConsentUnusable::NotAuthorised {
-            id: record.consent_id.clone(),
-            status: record.status.clone(),
-        });
-    }
-    if let Some(at) = expires_at(record)
-        && at <= now
-    {
-        return Err(ConsentUnusable::Expired {
-            id: record.consent_id.clone(),
-            at: clock::ob_datetime(at),
-        });
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- wire types
@@ -299,7 +253,7 @@ pub struct DomesticPayment;
 pub struct FundsConfirmation;
 
 impl ConsentKind for AccountAccess {
-    const KIND: &'static str = "account-access";
+    const KIND: Kind = Kind::AccountAccess;
     const ID_PREFIX: &'static str = "aac-";
     const PATH: &'static str = "/open-banking/v3.1/aisp/account-access-consents";
     type Request = AccountAccessConsentRequest;
@@ -371,7 +325,7 @@ impl ConsentKind for AccountAccess {
 }
 
 impl ConsentKind for DomesticPayment {
-    const KIND: &'static str = "domestic-payment";
+    const KIND: Kind = Kind::DomesticPayment;
     const ID_PREFIX: &'static str = "pdc-";
     const PATH: &'static str = "/open-banking/v3.1/pisp/domestic-payment-consents";
     type Request = DomesticPaymentConsentRequest;
@@ -415,7 +369,7 @@ impl ConsentKind for DomesticPayment {
 }
 
 impl ConsentKind for FundsConfirmation {
-    const KIND: &'static str = "funds-confirmation";
+    const KIND: Kind = Kind::FundsConfirmation;
     const ID_PREFIX: &'static str = "fcc-";
     const PATH: &'static str = "/open-banking/v3.1/cbpii/funds-confirmation-consents";
     type Request = FundsConfirmationConsentRequest;
@@ -578,7 +532,7 @@ pub fn parse_body<K: ConsentKind>(body: &[u8]) -> Result<K::Request, ResourceErr
 }
 
 fn request_hash(body: &Value) -> String {
-    crate::oauth::authorize::digest(&body.to_string())
+    crate::digest::sha256_hex(&body.to_string())
 }
 
 /// Creates a consent of kind `K` for `client`. With an idempotency key, a repeat of the same
@@ -613,9 +567,9 @@ where
     let stamp = clock::ob_datetime(now);
     let record = ConsentRecord {
         consent_id: format!("{}{}", K::ID_PREFIX, uuid::Uuid::new_v4().simple()),
-        kind: K::KIND.to_string(),
+        kind: K::KIND,
         client_id: client.to_string(),
-        status: AWAITING_AUTHORISATION.to_string(),
+        status: Status::AwaitingAuthorisation,
         data: serde_json::to_string(&details)
             .map_err(|e| ResourceError::field(UNEXPECTED, "Data", e.to_string()))?,
         risk: risk.map_or_else(|| "null".to_string(), |r| r.to_string()),
@@ -624,7 +578,7 @@ where
         idempotency_key: idempotency_key.map(str::to_string),
         request_hash: Some(fingerprint),
         psu: None,
-        account_ids: "[]".to_string(),
+        account_ids: AccountIds::default(),
     };
     let conflict = match store.insert_consent(&record).await {
         Ok(()) => return Ok((true, response::<K>(&record, mtls_url)?)),
@@ -680,7 +634,7 @@ pub async fn revoke<K: ConsentKind>(
 ) -> Result<(), ResourceError> {
     find::<K>(store, client, consent_id).await?;
     store
-        .set_consent_status(consent_id, REVOKED, &clock::ob_datetime(now))
+        .set_consent_status(consent_id, Status::Revoked, &clock::ob_datetime(now))
         .await?;
     Ok(())
 }
@@ -704,7 +658,7 @@ where
         data: ConsentData {
             consent_id: record.consent_id.clone(),
             creation_date_time: record.created_at.clone(),
-            status: record.status.clone(),
+            status: record.status.to_string(),
             status_update_date_time: record.status_updated_at.clone(),
             details,
         },

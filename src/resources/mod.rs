@@ -6,6 +6,7 @@ pub mod consents;
 pub mod payments;
 pub mod sandbox;
 
+use crate::consent::Kind;
 use crate::store::StoreError;
 
 use consents::Permission;
@@ -15,7 +16,7 @@ use consents::Permission;
 pub struct ConsentRequirement {
     pub method: &'static str,
     pub route: &'static str,
-    pub kind: &'static str,
+    pub kind: Kind,
     /// The permissions that can justify the route (one is enough); empty when the kind alone
     /// decides (payments, funds confirmation).
     pub permissions: &'static [Permission],
@@ -30,25 +31,25 @@ pub const CONSENT_REQUIREMENTS: &[ConsentRequirement] = &[
     ConsentRequirement {
         method: "GET",
         route: "/open-banking/v3.1/aisp/accounts",
-        kind: "account-access",
+        kind: Kind::AccountAccess,
         permissions: ACCOUNT_PERMISSIONS,
     },
     ConsentRequirement {
         method: "GET",
         route: "/open-banking/v3.1/aisp/accounts/{AccountId}",
-        kind: "account-access",
+        kind: Kind::AccountAccess,
         permissions: ACCOUNT_PERMISSIONS,
     },
     ConsentRequirement {
         method: "GET",
         route: "/open-banking/v3.1/aisp/accounts/{AccountId}/balances",
-        kind: "account-access",
+        kind: Kind::AccountAccess,
         permissions: &[Permission::ReadBalances],
     },
     ConsentRequirement {
         method: "GET",
         route: "/open-banking/v3.1/aisp/accounts/{AccountId}/transactions",
-        kind: "account-access",
+        kind: Kind::AccountAccess,
         permissions: &[
             Permission::ReadTransactionsBasic,
             Permission::ReadTransactionsDetail,
@@ -57,13 +58,13 @@ pub const CONSENT_REQUIREMENTS: &[ConsentRequirement] = &[
     ConsentRequirement {
         method: "POST",
         route: "/open-banking/v3.1/pisp/domestic-payments",
-        kind: "domestic-payment",
+        kind: Kind::DomesticPayment,
         permissions: &[],
     },
     ConsentRequirement {
         method: "POST",
         route: "/open-banking/v3.1/cbpii/funds-confirmations",
-        kind: "funds-confirmation",
+        kind: Kind::FundsConfirmation,
         permissions: &[],
     },
 ];

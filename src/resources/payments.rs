@@ -12,6 +12,7 @@ use super::codes::*;
 use super::consents::{Amount, DomesticInitiation, DomesticPaymentConsentDetails};
 use super::sandbox::parse_minor;
 use crate::clock;
+use crate::consent::Status;
 use crate::state::SharedState;
 use crate::store::{
     ConsentRecord, PaymentRecord, PaymentRefused, Store, StoreError, TransactionRecord,
@@ -64,7 +65,7 @@ fn malformed(e: serde_json::Error) -> ResourceError {
 }
 
 fn fingerprint(body: &Value) -> String {
-    crate::oauth::authorize::digest(&body.to_string())
+    crate::digest::sha256_hex(&body.to_string())
 }
 
 fn same_consent(requested: &str, consent: &ConsentRecord) -> Result<(), ResourceError> {
@@ -146,12 +147,11 @@ pub async fn create(
     }
     let request = checked_payment(consent, value)?;
     let account_id = consent
-        .account_ids()
-        .into_iter()
-        .next()
+        .account_ids
+        .first()
         .ok_or_else(|| corrupt(&consent.consent_id, "authorised without a debtor account"))?;
     let account = store
-        .account(&account_id)
+        .account(account_id)
         .await?
         .ok_or_else(|| corrupt(&consent.consent_id, "debtor account is gone"))?;
     let amount = &request.data.initiation.instructed_amount;
@@ -287,8 +287,8 @@ pub async fn claim_for_upstream(
     let consumed = store
         .transition_consent(
             &consent.consent_id,
-            &[super::consents::AUTHORISED],
-            super::consents::CONSUMED,
+            &[Status::Authorised],
+            Status::Consumed,
             &clock::ob_datetime(now),
         )
         .await?;
@@ -375,12 +375,11 @@ pub async fn confirm_funds(
     let (request, minor) = checked_funds_request(consent, body)?;
     let reference = &request.data.reference;
     let account_id = consent
-        .account_ids()
-        .into_iter()
-        .next()
+        .account_ids
+        .first()
         .ok_or_else(|| corrupt(&consent.consent_id, "authorised without an account"))?;
     let account = store
-        .account(&account_id)
+        .account(account_id)
         .await?
         .ok_or_else(|| corrupt(&consent.consent_id, "account is gone"))?;
     let amount = &request.data.instructed_amount;

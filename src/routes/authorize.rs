@@ -20,14 +20,14 @@ use super::edge::{AnonymousView, AuditNote, remember};
 use super::pages::{self, AccountChoice, ConnectedApp, ConsentView};
 use crate::audit::Outcome;
 use crate::clock;
+use crate::consent::{Kind, Status};
 use crate::oauth::authorize::{
     AuthorizationRequest, IssuedCode, digest, random_token, redirect_to, request_uri_key,
 };
 use crate::oauth::grants::issue_code;
 use crate::registry::{ClientId, ClientStatus};
 use crate::resources::consents::{
-    self, AccountAccessConsentDetails, DomesticPaymentConsentDetails,
-    FundsConfirmationConsentDetails,
+    AccountAccessConsentDetails, DomesticPaymentConsentDetails, FundsConfirmationConsentDetails,
 };
 use crate::resources::sandbox::{self, format_minor};
 use crate::store::{AccountRecord, ConsentRecord};
@@ -603,8 +603,8 @@ async fn consent_page(
             })
             .collect()
     };
-    let view = match consent.kind.as_str() {
-        "account-access" => {
+    let view = match consent.kind {
+        Kind::AccountAccess => {
             let d: AccountAccessConsentDetails =
                 serde_json::from_str(&consent.data).map_err(broken)?;
             let mut items: Vec<String> = Vec::new();
@@ -632,7 +632,7 @@ async fn consent_page(
                 error,
             }
         }
-        "domestic-payment" => {
+        Kind::DomesticPayment => {
             let d: DomesticPaymentConsentDetails =
                 serde_json::from_str(&consent.data).map_err(broken)?;
             let i = &d.initiation;
@@ -672,7 +672,7 @@ async fn consent_page(
                 error,
             }
         }
-        _ => {
+        Kind::FundsConfirmation => {
             let d: FundsConfirmationConsentDetails =
                 serde_json::from_str(&consent.data).map_err(broken)?;
             ConsentView {
@@ -724,13 +724,13 @@ async fn pending_consent(
                 "The request names a consent this bank does not know.",
             )
         })?;
-    if consents::expires_at(&consent).is_some_and(|at| at <= clock::now()) {
+    if consent.expires_at().is_some_and(|at| at <= clock::now()) {
         return Err(bad(
             "consent_expired",
             "This request has expired. Go back to the app and start again.",
         ));
     }
-    if consent.status != consents::AWAITING_AUTHORISATION {
+    if consent.status != Status::AwaitingAuthorisation {
         return Err(bad(
             "consent_already_decided",
             &format!(
@@ -788,8 +788,8 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                 .store
                 .transition_consent(
                     &consent.consent_id,
-                    &[consents::AWAITING_AUTHORISATION],
-                    consents::REJECTED,
+                    &[Status::AwaitingAuthorisation],
+                    Status::Rejected,
                     &stamp,
                 )
                 .await
@@ -822,7 +822,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
             let all_owned = chosen
                 .iter()
                 .all(|c| owned.iter().any(|a| &a.account_id == c));
-            let many = consent.kind == "account-access";
+            let many = consent.kind == Kind::AccountAccess;
             let count_ok = if many {
                 !chosen.is_empty()
             } else {
@@ -887,10 +887,10 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
 /// The account a payment or funds-confirmation consent names, if it names one.
 fn named_account(consent: &ConsentRecord) -> Result<Option<String>, PageError> {
     let data: Value = serde_json::from_str(&consent.data).map_err(broken)?;
-    let named = match consent.kind.as_str() {
-        "domestic-payment" => data["Initiation"]["DebtorAccount"]["Identification"].as_str(),
-        "funds-confirmation" => data["DebtorAccount"]["Identification"].as_str(),
-        _ => None,
+    let named = match consent.kind {
+        Kind::DomesticPayment => data["Initiation"]["DebtorAccount"]["Identification"].as_str(),
+        Kind::FundsConfirmation => data["DebtorAccount"]["Identification"].as_str(),
+        Kind::AccountAccess => None,
     };
     Ok(named.map(str::to_string))
 }
@@ -956,15 +956,15 @@ fn checked_anonymous_csrf(req: &HttpRequest, fields: &[(String, String)]) -> Res
 async fn apps_page(state: &AppState, psu: &str, csrf: &str) -> PageResult {
     let mut apps = Vec::new();
     for c in state.store.consents_of_psu(psu).await.map_err(broken)? {
-        let what = match c.kind.as_str() {
-            "account-access" => "Account information",
-            "domestic-payment" => "A single payment",
-            _ => "Confirmation of funds",
+        let what = match c.kind {
+            Kind::AccountAccess => "Account information",
+            Kind::DomesticPayment => "A single payment",
+            Kind::FundsConfirmation => "Confirmation of funds",
         };
-        let usable = consents::usable(&c, clock::now()).is_ok();
-        let status = match (c.status.as_str(), usable) {
-            (consents::AUTHORISED, true) => "Active".to_string(),
-            (consents::AUTHORISED, false) => "Expired".to_string(),
+        let usable = c.usable(clock::now()).is_ok();
+        let status = match (c.status, usable) {
+            (Status::Authorised, true) => "Active".to_string(),
+            (Status::Authorised, false) => "Expired".to_string(),
             (s, _) => s.to_string(),
         };
         apps.push(ConnectedApp {
@@ -972,7 +972,7 @@ async fn apps_page(state: &AppState, psu: &str, csrf: &str) -> PageResult {
             consent_id: c.consent_id.clone(),
             what: what.into(),
             since: c.status_updated_at.clone(),
-            revocable: usable && c.kind != "domestic-payment",
+            revocable: usable && c.kind != Kind::DomesticPayment,
             status,
         });
     }
@@ -1056,7 +1056,7 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
         .consent(consent_id)
         .await
         .map_err(broken)?
-        .filter(|c| c.psu.as_deref() == Some(psu.as_str()) && c.kind != "domestic-payment")
+        .filter(|c| c.psu.as_deref() == Some(psu.as_str()) && c.kind != Kind::DomesticPayment)
         .ok_or_else(|| {
             page_error(
                 StatusCode::FORBIDDEN,
@@ -1072,8 +1072,8 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
         .store
         .transition_consent(
             &consent.consent_id,
-            &[consents::AUTHORISED],
-            consents::REVOKED,
+            &[Status::Authorised],
+            Status::Revoked,
             &clock::ob_datetime(clock::now()),
         )
         .await

@@ -14,6 +14,7 @@ use super::AppState;
 use super::edge::remember;
 use super::error::ApiError;
 use crate::clock;
+use crate::consent::{Kind, Status};
 use crate::oauth::token::BoundToken;
 use crate::policy::Permit;
 use crate::registry::{Client, ClientStatus};
@@ -225,7 +226,7 @@ async fn consent_for(
             format!(
                 "this route needs an access token issued for a customer's authorised {} \
                  consent (authorization_code grant); this token has no consent",
-                rule.map_or("", |r| r.kind)
+                rule.map_or("", |r| r.kind.as_str())
             ),
         )
     })?;
@@ -254,8 +255,8 @@ async fn consent_for(
     // A consumed payment consent still reaches the payment route, where an idempotent repeat
     // gets its first answer and anything else is refused as a second payment.
     let consumed_payment =
-        consent.kind == "domestic-payment" && consent.status == consents::CONSUMED;
-    if !consumed_payment && let Err(e) = consents::usable(&consent, clock::now()) {
+        consent.kind == Kind::DomesticPayment && consent.status == Status::Consumed;
+    if !consumed_payment && let Err(e) = consent.usable(clock::now()) {
         return Err(ApiError::ConsentRefused {
             reason: e.reason(),
             code: codes::CONSENT_NOT_AUTHORISED,

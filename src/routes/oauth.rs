@@ -15,13 +15,13 @@ use super::error::ApiError;
 use super::guard::{client_cert, within_rate_limit};
 use crate::audit::Outcome;
 use crate::clock;
+use crate::consent::{Kind, Status};
 use crate::oauth::authorize::{self, form_params, random_token};
 use crate::oauth::grants::GrantContext;
 use crate::oauth::request_object;
 use crate::oauth::token::{Confirmation, TokenRejection};
 use crate::oauth::{OAuthError, client_credentials_scope};
 use crate::registry::{Client, ClientId};
-use crate::resources::consents;
 use crate::tls::VerifiedClientCert;
 
 /// RFC 6749 token request (form-encoded): §4.4.2 `client_credentials`, §4.1.3
@@ -360,14 +360,14 @@ pub async fn par(
         ))
         .into());
     }
-    if consents::expires_at(&consent).is_some_and(|at| at <= clock::now()) {
+    if consent.expires_at().is_some_and(|at| at <= clock::now()) {
         return Err(OAuthError::InvalidRequest(format!(
             "consent {} has expired",
             consent.consent_id
         ))
         .into());
     }
-    if consent.status != consents::AWAITING_AUTHORISATION {
+    if consent.status != Status::AwaitingAuthorisation {
         return Err(OAuthError::InvalidRequest(format!(
             "consent {} is {}, not AwaitingAuthorisation",
             consent.consent_id, consent.status
@@ -440,8 +440,8 @@ pub async fn introspect(
     let consent_live = match &verified {
         Ok(claims) => match &claims.consent_id {
             Some(id) => state.store.consent(id).await?.is_some_and(|c| {
-                consents::usable(&c, clock::now()).is_ok()
-                    || (c.kind == "domestic-payment" && c.status == consents::CONSUMED)
+                c.usable(clock::now()).is_ok()
+                    || (c.kind == Kind::DomesticPayment && c.status == Status::Consumed)
             }),
             None => true,
         },

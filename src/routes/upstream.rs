@@ -119,7 +119,7 @@ async fn send(
     if let Some(consent) = &auth.consent {
         out = out
             .header(CONSENT_ID_HEADER.as_str(), consent.consent_id.as_str())
-            .header(ACCOUNT_IDS_HEADER.as_str(), consent.account_ids().join(","));
+            .header(ACCOUNT_IDS_HEADER.as_str(), consent.account_ids.0.join(","));
         if let Some(psu) = &consent.psu {
             out = out.header(PSU_ID_HEADER.as_str(), psu.as_str());
         }

@@ -8,6 +8,8 @@ pub mod sqlite;
 
 use serde::Serialize;
 
+pub use crate::consent::ConsentRecord;
+use crate::consent::{Kind, Status};
 pub use crate::registry::CertRecord;
 use crate::registry::{Client, ClientId, ClientStatus};
 
@@ -202,9 +204,9 @@ delegate! {
     fn client_certificates(&self) -> Result<Vec<(String, CertRecord)>, StoreError>;
     fn insert_consent(&self, c: &ConsentRecord) -> Result<(), StoreError>;
     fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError>;
-    fn consent_by_idempotency_key(&self, client_id: &str, kind: &str, key: &str) -> Result<Option<ConsentRecord>, StoreError>;
-    fn set_consent_status(&self, id: &str, status: &str, now: &str) -> Result<bool, StoreError>;
-    fn transition_consent(&self, id: &str, from: &[&str], to: &str, now: &str) -> Result<bool, StoreError>;
+    fn consent_by_idempotency_key(&self, client_id: &str, kind: Kind, key: &str) -> Result<Option<ConsentRecord>, StoreError>;
+    fn set_consent_status(&self, id: &str, status: Status, now: &str) -> Result<bool, StoreError>;
+    fn transition_consent(&self, id: &str, from: &[Status], to: Status, now: &str) -> Result<bool, StoreError>;
     fn authorise_consent(&self, id: &str, psu: &str, account_ids: &[String], now: &str) -> Result<bool, StoreError>;
     fn consents_of_psu(&self, psu: &str) -> Result<Vec<ConsentRecord>, StoreError>;
     fn seed_sandbox(&self, seed: &SandboxSeed) -> Result<bool, StoreError>;
@@ -257,30 +259,6 @@ pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
 pub struct NewClient {
     pub client: crate::registry::Client,
     pub cert: CertRecord,
-}
-
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct ConsentRecord {
-    pub consent_id: String,
-    pub kind: String,
-    pub client_id: String,
-    pub status: String,
-    pub data: String,
-    pub risk: String,
-    pub created_at: String,
-    pub status_updated_at: String,
-    pub idempotency_key: Option<String>,
-    pub request_hash: Option<String>,
-    /// The customer who authorised it.
-    pub psu: Option<String>,
-    /// JSON array of the account ids it covers, chosen by the customer.
-    pub account_ids: String,
-}
-
-impl ConsentRecord {
-    pub fn account_ids(&self) -> Vec<String> {
-        serde_json::from_str(&self.account_ids).unwrap_or_default()
-    }
 }
 
 /// A sandbox bank customer (PSU).

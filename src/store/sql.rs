@@ -222,9 +222,9 @@ macro_rules! shared_store_methods {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&c.consent_id)
-        .bind(&c.kind)
+        .bind(c.kind.as_str())
         .bind(&c.client_id)
-        .bind(&c.status)
+        .bind(c.status.as_str())
         .bind(&c.data)
         .bind(&c.risk)
         .bind(&c.created_at)
@@ -257,7 +257,7 @@ macro_rules! shared_store_methods {
     pub async fn consent_by_idempotency_key(
         &self,
         client_id: &str,
-        kind: &str,
+        kind: Kind,
         key: &str,
     ) -> Result<Option<ConsentRecord>, StoreError> {
         if !(crate::store::sql::storable(client_id) && crate::store::sql::storable(key)) {
@@ -267,7 +267,7 @@ macro_rules! shared_store_methods {
             "SELECT * FROM consents WHERE client_id = $1 AND kind = $2 AND idempotency_key = $3",
         )
         .bind(client_id)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(key)
         .fetch_optional(&self.pool)
         .await?)
@@ -276,13 +276,13 @@ macro_rules! shared_store_methods {
     pub async fn set_consent_status(
         &self,
         id: &str,
-        status: &str,
+        status: Status,
         now: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE consents SET status = $1, status_updated_at = $2 WHERE consent_id = $3",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(now)
         .bind(id)
         .execute(&self.pool)
@@ -295,15 +295,16 @@ macro_rules! shared_store_methods {
     pub async fn transition_consent(
         &self,
         id: &str,
-        from: &[&str],
-        to: &str,
+        from: &[Status],
+        to: Status,
         now: &str,
     ) -> Result<bool, StoreError> {
-        let from = serde_json::to_string(from).unwrap_or_default();
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let from = serde_json::to_string(&from).unwrap_or_default();
         let done = sqlx::query(
             TRANSITION_CONSENT,
         )
-        .bind(to)
+        .bind(to.as_str())
         .bind(now)
         .bind(id)
         .bind(from)

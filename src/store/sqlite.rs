@@ -17,6 +17,7 @@ use super::{
     NewClient, PaymentRecord, PaymentRefused, RefreshLookup, SandboxSeed, StoreError,
     TransactionQuery, TransactionRecord,
 };
+use crate::consent::{Kind, Status};
 use crate::registry::{Client, ClientId, ClientStatus, Role};
 
 /// A client with its active certificates' thumbprints and issuers, each as one column.
