@@ -16,7 +16,7 @@ use actix_web::{App, web};
 use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::config::Settings;
 use crate::oauth::keys::{KeyError, SigningAlg, SigningKeys};
 use crate::oauth::metadata;
@@ -124,7 +124,13 @@ impl Application {
                 Arc::new(move |failure| {
                     if failure.certificate_check {
                         failures.with_label_values(&[failure.reason]).inc();
-                        if !audit.record_detached(routes::edge::handshake_event(&failure)) {
+                        let event = AuditEvent::handshake_refused(
+                            failure.peer.map(|p| p.ip()),
+                            failure.cert.clone(),
+                            failure.reason,
+                            &failure.detail,
+                        );
+                        if !audit.record_detached(event) {
                             tracing::error!(
                                 "audit queue full: a refused handshake went unrecorded"
                             );

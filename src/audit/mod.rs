@@ -86,7 +86,36 @@ fn clean(s: String) -> String {
     }
 }
 
+/// Route recorded for refused TLS handshakes.
+pub const HANDSHAKE_ROUTE: &str = "(tls-handshake)";
+
 impl AuditEvent {
+    /// The event for a refused client certificate: no HTTP request ever existed. `reason` is
+    /// the short machine reason, `detail` what the TLS library said.
+    pub fn handshake_refused(
+        peer: Option<IpAddr>,
+        cert: CertFacts,
+        reason: &str,
+        detail: &str,
+    ) -> Self {
+        Self {
+            ts: crate::clock::timestamp(crate::clock::now()),
+            interaction_id: uuid::Uuid::new_v4().to_string(),
+            peer_ip: peer,
+            client_id: None,
+            cert,
+            method: "-".into(),
+            route: HANDSHAKE_ROUTE.into(),
+            status: 0,
+            outcome: Outcome::Denied,
+            reason: Some(format!("{reason}: {detail}")),
+            token_jti: None,
+            consent_id: None,
+            psu: None,
+            latency_us: 0,
+        }
+    }
+
     fn into_record(self, seq: i64, prev_hash: String) -> Result<AuditRecord, AuditError> {
         let opt = |v: Option<String>| v.map(clean);
         let mut record = AuditRecord {

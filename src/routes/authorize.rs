@@ -213,6 +213,7 @@ pub struct AuthorizeQuery {
         (status = 200, description = "Sign-in page (HTML)", content_type = "text/html"),
         (status = 400, description = "No pushed request, or it expired or was used (HTML)", content_type = "text/html")))]
 #[get("/authorize")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn authorize(
     req: HttpRequest,
     query: Result<Query<AuthorizeQuery>, actix_web::Error>,
@@ -397,6 +398,7 @@ async fn password_ok(
         (status = 401, description = "Wrong username or password (HTML)", content_type = "text/html"),
         (status = 403, description = "CSRF check failed (HTML)", content_type = "text/html")))]
 #[post("/authorize/login")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn authorize_login(req: HttpRequest, body: Bytes, state: Data<AppState>) -> HttpResponse {
     login_step(&req, &body, &state)
         .await
@@ -747,6 +749,7 @@ async fn pending_consent(
         (status = 400, description = "No accounts chosen, or the session expired (HTML)", content_type = "text/html"),
         (status = 403, description = "CSRF check failed (HTML)", content_type = "text/html")))]
 #[post("/authorize/decision")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn authorize_decision(
     req: HttpRequest,
     body: Bytes,
@@ -900,6 +903,7 @@ fn named_account(consent: &ConsentRecord) -> Result<Option<String>, PageError> {
 #[utoipa::path(get, path = "/connected-apps", tag = "customer",
     responses((status = 200, description = "Sign-in form, or the customer's connected apps (HTML)", content_type = "text/html")))]
 #[get("/connected-apps")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn connected_apps(req: HttpRequest, state: Data<AppState>) -> HttpResponse {
     show_apps(&req, &state).await.unwrap_or_else(Into::into)
 }
@@ -987,6 +991,7 @@ async fn apps_page(state: &AppState, psu: &str, csrf: &str) -> PageResult {
     responses((status = 303, description = "Signed in; back to /connected-apps"),
         (status = 401, description = "Wrong username or password (HTML)", content_type = "text/html")))]
 #[post("/connected-apps/login")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn connected_apps_login(
     req: HttpRequest,
     body: Bytes,
@@ -1033,6 +1038,7 @@ async fn apps_login(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
     responses((status = 303, description = "Access withdrawn; back to /connected-apps"),
         (status = 403, description = "CSRF check failed, or not this customer's consent (HTML)", content_type = "text/html")))]
 #[post("/connected-apps/revoke")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn connected_apps_revoke(
     req: HttpRequest,
     body: Bytes,
@@ -1084,6 +1090,7 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
 #[utoipa::path(post, path = "/connected-apps/logout", tag = "customer",
     responses((status = 303, description = "Signed out; back to /connected-apps")))]
 #[post("/connected-apps/logout")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn connected_apps_logout(
     req: HttpRequest,
     body: Bytes,

@@ -36,6 +36,7 @@ fn base(state: &AppState) -> &str {
         (status = 403, description = "Policy, or the consent is not authorised (revoked, expired) or lacks the permission")),
     security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
 #[get("/open-banking/v3.1/aisp/accounts")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn list_accounts(
     req: HttpRequest,
     auth: Authorized,
@@ -67,6 +68,7 @@ pub async fn list_accounts(
         (status = 404, description = "No such account")),
     security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
 #[get("/open-banking/v3.1/aisp/accounts/{AccountId}")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_account(
     req: HttpRequest,
     auth: Authorized,
@@ -99,6 +101,7 @@ pub async fn get_account(
         (status = 404, description = "No such account")),
     security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
 #[get("/open-banking/v3.1/aisp/accounts/{AccountId}/balances")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_balances(
     req: HttpRequest,
     auth: Authorized,
@@ -134,6 +137,7 @@ pub async fn get_balances(
         (status = 404, description = "No such account")),
     security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
 #[get("/open-banking/v3.1/aisp/accounts/{AccountId}/transactions")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_transactions(
     req: HttpRequest,
     auth: Authorized,
@@ -171,6 +175,7 @@ pub async fn get_transactions(
         (status = 403, description = "The consent was already used, or is not authorised")),
     security(("mutual_tls" = []), ("bearer" = ["payments"])))]
 #[post("/open-banking/v3.1/pisp/domestic-payments")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn create_payment(
     req: HttpRequest,
     auth: Authorized,
@@ -235,6 +240,7 @@ pub async fn create_payment(
         (status = 404, description = "No such payment for this client")),
     security(("mutual_tls" = []), ("bearer" = ["payments"])))]
 #[get("/open-banking/v3.1/pisp/domestic-payments/{DomesticPaymentId}")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_payment(
     req: HttpRequest,
     auth: Authorized,
@@ -268,6 +274,7 @@ pub async fn get_payment(
         (status = 403, description = "The consent is not authorised (revoked, expired)")),
     security(("mutual_tls" = []), ("bearer" = ["fundsconfirmations"])))]
 #[post("/open-banking/v3.1/cbpii/funds-confirmations")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn confirm_funds(
     req: HttpRequest,
     auth: Authorized,

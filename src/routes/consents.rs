@@ -123,6 +123,7 @@ where
         (status = 403, description = "Role or scope not allowed by policy")),
     security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
 #[post("/open-banking/v3.1/aisp/account-access-consents")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn create_account_access_consent(
     req: HttpRequest,
     auth: Authorized,
@@ -143,6 +144,7 @@ pub async fn create_account_access_consent(
         (status = 404, description = "No such consent for this client")),
     security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
 #[get("/open-banking/v3.1/aisp/account-access-consents/{ConsentId}")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_account_access_consent(
     req: HttpRequest,
     auth: Authorized,
@@ -162,6 +164,7 @@ pub async fn get_account_access_consent(
         (status = 404, description = "No such consent for this client")),
     security(("mutual_tls" = []), ("bearer" = ["accounts"])))]
 #[delete("/open-banking/v3.1/aisp/account-access-consents/{ConsentId}")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn delete_account_access_consent(
     req: HttpRequest,
     auth: Authorized,
@@ -185,6 +188,7 @@ pub async fn delete_account_access_consent(
         (status = 403, description = "Role or scope not allowed by policy")),
     security(("mutual_tls" = []), ("bearer" = ["payments"])))]
 #[post("/open-banking/v3.1/pisp/domestic-payment-consents")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn create_domestic_payment_consent(
     req: HttpRequest,
     auth: Authorized,
@@ -205,6 +209,7 @@ pub async fn create_domestic_payment_consent(
         (status = 404, description = "No such consent for this client")),
     security(("mutual_tls" = []), ("bearer" = ["payments"])))]
 #[get("/open-banking/v3.1/pisp/domestic-payment-consents/{ConsentId}")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_domestic_payment_consent(
     req: HttpRequest,
     auth: Authorized,
@@ -224,6 +229,7 @@ pub async fn get_domestic_payment_consent(
         (status = 403, description = "Role or scope not allowed by policy")),
     security(("mutual_tls" = []), ("bearer" = ["fundsconfirmations"])))]
 #[post("/open-banking/v3.1/cbpii/funds-confirmation-consents")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn create_funds_confirmation_consent(
     req: HttpRequest,
     auth: Authorized,
@@ -244,6 +250,7 @@ pub async fn create_funds_confirmation_consent(
         (status = 404, description = "No such consent for this client")),
     security(("mutual_tls" = []), ("bearer" = ["fundsconfirmations"])))]
 #[get("/open-banking/v3.1/cbpii/funds-confirmation-consents/{ConsentId}")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_funds_confirmation_consent(
     req: HttpRequest,
     auth: Authorized,

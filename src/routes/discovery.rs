@@ -10,6 +10,7 @@ use super::AppState;
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
     responses((status = 200, description = "RFC 8414 metadata", content_type = "application/json")))]
 #[get("/.well-known/oauth-authorization-server")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn oauth_metadata(state: Data<AppState>) -> HttpResponse {
     json(state.metadata.clone())
 }
@@ -18,6 +19,7 @@ pub async fn oauth_metadata(state: Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
     responses((status = 200, description = "Discovery metadata", content_type = "application/json")))]
 #[get("/.well-known/openid-configuration")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn openid_metadata(state: Data<AppState>) -> HttpResponse {
     json(state.metadata.clone())
 }
@@ -26,6 +28,7 @@ pub async fn openid_metadata(state: Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/jwks", tag = "discovery",
     responses((status = 200, description = "JWK Set", content_type = "application/json")))]
 #[get("/jwks")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn jwks(state: Data<AppState>) -> HttpResponse {
     json(state.tokens.keys().ring().jwks().to_string())
 }

@@ -17,13 +17,11 @@ use crate::audit::{AuditEvent, Outcome};
 use crate::clock;
 use crate::registry::CertFacts;
 use crate::resources::codes;
-use crate::tls::{HandshakeFailure, Listener, PeerIdentity};
+use crate::tls::{Listener, PeerIdentity};
 
 pub const INTERACTION_ID: HeaderName = HeaderName::from_static("x-fapi-interaction-id");
 /// Route label for requests that matched no route.
 pub const UNMATCHED: &str = "(unmatched)";
-/// Route recorded for refused TLS handshakes.
-pub const HANDSHAKE_ROUTE: &str = "(tls-handshake)";
 
 /// Set on a response by whoever decided its outcome, read by the audit middleware.
 #[derive(Clone, Copy, Debug)]
@@ -237,24 +235,4 @@ fn finish(
         .with_label_values(&[route, method_label(method)])
         .observe(started.elapsed().as_secs_f64());
     res
-}
-
-/// The audit event for a refused client certificate (no HTTP request ever existed).
-pub fn handshake_event(failure: &HandshakeFailure) -> AuditEvent {
-    AuditEvent {
-        ts: clock::timestamp(clock::now()),
-        interaction_id: uuid::Uuid::new_v4().to_string(),
-        peer_ip: failure.peer.map(|p| p.ip()),
-        client_id: None,
-        cert: failure.cert.clone(),
-        method: "-".into(),
-        route: HANDSHAKE_ROUTE.into(),
-        status: 0,
-        outcome: Outcome::Denied,
-        reason: Some(format!("{}: {}", failure.reason, failure.detail)),
-        token_jti: None,
-        consent_id: None,
-        psu: None,
-        latency_us: 0,
-    }
 }

@@ -133,6 +133,7 @@ pub async fn within_rate_limit(state: &AppState, client: &Client) -> Result<(), 
     Ok(())
 }
 
+#[tracing::instrument(name = "guard", skip_all)]
 async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()

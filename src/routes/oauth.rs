@@ -216,6 +216,7 @@ fn form_type(req: &HttpRequest) -> Result<(), OAuthError> {
         (status = 400, description = "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type", body = OAuthErrorBody),
         (status = 401, description = "invalid_client: unknown, suspended, or the certificate does not authenticate it", body = OAuthErrorBody)))]
 #[post("/token")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn token(
     req: HttpRequest,
     body: Bytes,
@@ -309,6 +310,7 @@ pub async fn token(
         (status = 400, description = "invalid_request, invalid_scope, invalid_request_object, unsupported_response_type", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
 #[post("/par")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn par(
     req: HttpRequest,
     body: Bytes,
@@ -405,6 +407,7 @@ pub async fn par(
         (status = 400, description = "invalid_request", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
 #[post("/introspect")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn introspect(
     req: HttpRequest,
     body: Bytes,
@@ -494,6 +497,7 @@ pub async fn introspect(
         (status = 400, description = "invalid_request, or unauthorized_client for another client's token", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
 #[post("/revoke")]
+#[tracing::instrument(name = "handler", skip_all)]
 pub async fn revoke(
     req: HttpRequest,
     body: Bytes,
