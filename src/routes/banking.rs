@@ -24,6 +24,24 @@ fn consent(auth: &Authorized) -> Result<&ConsentRecord, ApiError> {
     })
 }
 
+/// An account read the policy sends upstream, answered from there (as far as the consent
+/// grants); `None` when the sandbox bank serves the route.
+async fn read_upstream(
+    req: &HttpRequest,
+    auth: &Authorized,
+    payload: Payload,
+    state: &AppState,
+    read: AccountRead,
+) -> Result<Option<HttpResponse>, ApiError> {
+    let Some(up) = auth.permit.upstream() else {
+        return Ok(None);
+    };
+    let body = read_body(payload).await?;
+    upstream::forward_account_read(req, auth, up, body, state, read)
+        .await
+        .map(Some)
+}
+
 fn base(state: &AppState) -> &str {
     &state.settings.server.mtls_url
 }
@@ -43,16 +61,8 @@ pub async fn list_accounts(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(up) = auth.permit.upstream() {
-        return upstream::forward_account_read(
-            &req,
-            &auth,
-            up,
-            read_body(payload).await?,
-            &state,
-            AccountRead::Accounts,
-        )
-        .await;
+    if let Some(res) = read_upstream(&req, &auth, payload, &state, AccountRead::Accounts).await? {
+        return Ok(res);
     }
     let body = accounts::list(&state.store, consent(&auth)?, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -76,16 +86,8 @@ pub async fn get_account(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(up) = auth.permit.upstream() {
-        return upstream::forward_account_read(
-            &req,
-            &auth,
-            up,
-            read_body(payload).await?,
-            &state,
-            AccountRead::Accounts,
-        )
-        .await;
+    if let Some(res) = read_upstream(&req, &auth, payload, &state, AccountRead::Accounts).await? {
+        return Ok(res);
     }
     let body = accounts::one(&state.store, consent(&auth)?, &id, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -109,16 +111,8 @@ pub async fn get_balances(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(up) = auth.permit.upstream() {
-        return upstream::forward_account_read(
-            &req,
-            &auth,
-            up,
-            read_body(payload).await?,
-            &state,
-            AccountRead::Balances,
-        )
-        .await;
+    if let Some(res) = read_upstream(&req, &auth, payload, &state, AccountRead::Balances).await? {
+        return Ok(res);
     }
     let body = accounts::balances(&state.store, consent(&auth)?, &id, base(&state)).await?;
     Ok(HttpResponse::Ok().json(body))
@@ -145,16 +139,10 @@ pub async fn get_transactions(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(up) = auth.permit.upstream() {
-        return upstream::forward_account_read(
-            &req,
-            &auth,
-            up,
-            read_body(payload).await?,
-            &state,
-            AccountRead::Transactions,
-        )
-        .await;
+    if let Some(res) =
+        read_upstream(&req, &auth, payload, &state, AccountRead::Transactions).await?
+    {
+        return Ok(res);
     }
     let params = Query::<TransactionParams>::from_query(req.query_string()).map_err(|e| {
         ApiError::bad_request("invalid_query", codes::FIELD_INVALID, None, e.to_string())

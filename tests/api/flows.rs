@@ -89,6 +89,17 @@ impl Browser {
         self.keep(res).await
     }
 
+    /// Opens the connected-apps page and signs in on its form.
+    pub async fn connected_apps_sign_in(&mut self, user: &str, password: &str) -> Res<Page> {
+        let page = self.get("/connected-apps").await?;
+        let csrf = page.hidden("csrf")?;
+        self.post(
+            "/connected-apps/login",
+            &[("csrf", &csrf), ("username", user), ("password", password)],
+        )
+        .await
+    }
+
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Res<Page> {
         let mut req = self.http.post(format!("{}{path}", self.base)).form(form);
         if let Some(c) = &self.cookie {
@@ -628,11 +639,10 @@ async fn a_payment_must_repeat_the_consents_initiation_exactly() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn funds_confirmation_answers_yes_or_no_for_the_consented_account() -> TestResult {
-    let app = spawn_app().await?;
-    let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
-    let alice = app.store.accounts_of("alice").await?;
+/// A funds-confirmation consent on alice's first account, authorised by her: the consent
+/// body, its id and the tokens.
+pub async fn funds_consent(tpp: &Tpp<'_>) -> Res<(String, String, FlowTokens)> {
+    let alice = tpp.app.store.accounts_of("alice").await?;
     let current = alice.first().ok_or("no account")?;
     let body = format!(
         r#"{{"Data":{{"DebtorAccount":{{"SchemeName":"UK.OBIE.SortCodeAccountNumber","Identification":"{}"}}}}}}"#,
@@ -642,8 +652,16 @@ async fn funds_confirmation_answers_yes_or_no_for_the_consented_account() -> Tes
         .consent(FUNDS_CONSENTS, "fundsconfirmations", &body)
         .await?;
     let flow = tpp.par("openid fundsconfirmations", &consent).await?;
-    let cb = customer_decides(&app, &flow.authorize_url, "alice", first, "approve").await?;
+    let cb = customer_decides(tpp.app, &flow.authorize_url, "alice", first, "approve").await?;
     let tokens = tpp.finish(flow, &cb).await?;
+    Ok((body, consent, tokens))
+}
+
+#[tokio::test]
+async fn funds_confirmation_answers_yes_or_no_for_the_consented_account() -> TestResult {
+    let app = spawn_app().await?;
+    let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let (body, consent, tokens) = funds_consent(&tpp).await?;
     let ask = |amount: &str| json!({"Data": {"ConsentId": consent, "Reference": "Purchase01", "InstructedAmount": {"Amount": amount, "Currency": "GBP"}}});
     let (status, yes) = tpp
         .post_json(&tokens.access_token, FUNDS, None, &ask("1.00"))
@@ -1799,18 +1817,9 @@ async fn parallel_wrong_passwords_are_counted_before_any_is_checked() -> TestRes
         .count();
     assert!(failed <= 5, "{failed} passwords were checked");
     // Alice is paused now, whatever she types.
-    let mut b = Browser::new(&app)?;
-    let page = b.get("/connected-apps").await?;
     let pw = password(&app, "alice")?;
-    let paused = b
-        .post(
-            "/connected-apps/login",
-            &[
-                ("csrf", &page.hidden("csrf")?),
-                ("username", "alice"),
-                ("password", &pw),
-            ],
-        )
+    let paused = Browser::new(&app)?
+        .connected_apps_sign_in("alice", &pw)
         .await?;
     assert_eq!(paused.status, 429, "{}", paused.body);
     Ok(())
@@ -1842,17 +1851,7 @@ async fn the_connected_apps_sign_in_form_refuses_a_csrf_token_without_its_cookie
         )
         .await?;
     assert_eq!(other.status, 403, "{}", other.body);
-    let page = b.get("/connected-apps").await?;
-    let ok = b
-        .post(
-            "/connected-apps/login",
-            &[
-                ("csrf", &page.hidden("csrf")?),
-                ("username", "bob"),
-                ("password", &pw),
-            ],
-        )
-        .await?;
+    let ok = b.connected_apps_sign_in("bob", &pw).await?;
     assert_eq!(ok.status, 303, "{}", ok.body);
     Ok(())
 }

@@ -358,18 +358,7 @@ async fn upstream_funds_confirmation_must_name_the_tokens_consent() -> TestResul
     let core = core().await?;
     let app = spawn_app_with(upstream_policy(core.port, ACCOUNT_ROUTES)).await?;
     let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
-    let alice = app.store.accounts_of("alice").await?;
-    let current = alice.first().ok_or("no account")?;
-    let body = format!(
-        r#"{{"Data":{{"DebtorAccount":{{"SchemeName":"UK.OBIE.SortCodeAccountNumber","Identification":"{}"}}}}}}"#,
-        current.identification
-    );
-    let consent = tpp
-        .consent(FUNDS_CONSENTS, "fundsconfirmations", &body)
-        .await?;
-    let flow = tpp.par("openid fundsconfirmations", &consent).await?;
-    let cb = customer_decides(&app, &flow.authorize_url, "alice", first, "approve").await?;
-    let tokens = tpp.finish(flow, &cb).await?;
+    let (_, consent, tokens) = funds_consent(&tpp).await?;
     let ask = |consent: &str, amount: &str| json!({"Data": {"ConsentId": consent, "Reference": "Purchase01", "InstructedAmount": {"Amount": amount, "Currency": "GBP"}}});
     let (status, err) = tpp
         .post_json(
