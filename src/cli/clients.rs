@@ -1,0 +1,185 @@
+//! `obgate clients`: the TPP registry from the server host.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::clock;
+use crate::config::Settings;
+use crate::pki::{self};
+use crate::registry::{AuthMethod, Client, ClientId, ClientStatus, Role};
+use crate::store::{Migrations, NewClient, Store};
+
+use super::pki::read_cert;
+use super::{Cli, ClientsCommand, settings};
+
+/// Builds a client record for `cert` and checks it can authenticate the way it registers.
+pub fn new_client(
+    settings: &Settings,
+    cert_path: &Path,
+    name: &str,
+    roles: &str,
+    auth: AuthMethod,
+    redirect_uris: &[String],
+    client_id: Option<&str>,
+) -> anyhow::Result<NewClient> {
+    let cert = read_cert(cert_path)?;
+    let record = crate::tls::peer::registration_record(&cert)
+        .ok_or_else(|| anyhow!("{}: the certificate cannot be read", cert_path.display()))?;
+    if record.not_after <= clock::now().unix_timestamp() {
+        bail!("{}: the certificate has expired", cert_path.display());
+    }
+    let roles = Role::parse_list(roles).map_err(|e| anyhow!("--roles: {e}"))?;
+    let id = match client_id {
+        Some(id) => id.to_string(),
+        None => pki::common_name(&cert).ok_or_else(|| {
+            anyhow!(
+                "{}: no CN to use as client id; pass --client-id",
+                cert_path.display()
+            )
+        })?,
+    };
+    let client_id: ClientId = id.parse().map_err(|e| anyhow!("client id: {e}"))?;
+    for uri in redirect_uris {
+        if !uri.starts_with("https://") || uri.contains('#') {
+            bail!("--redirect-uri {uri:?}: must be an https:// URI without a fragment");
+        }
+    }
+    let subject_dn = match auth {
+        AuthMethod::TlsClientAuth => {
+            crate::tls::verify_with_trust_anchors(&settings.tls, &cert).map_err(|e| {
+                anyhow!(
+                    "{}: not usable for tls_client_auth: {e} (issued by a CA in tls.client_ca?)",
+                    cert_path.display()
+                )
+            })?;
+            Some(record.subject.clone())
+        }
+        AuthMethod::SelfSignedTlsClientAuth => {
+            let self_signed = cert.issuer_name_hash() == cert.subject_name_hash()
+                && cert
+                    .public_key()
+                    .and_then(|k| cert.verify(&k))
+                    .unwrap_or(false);
+            if !self_signed {
+                bail!(
+                    "{}: self_signed_tls_client_auth needs a self-signed certificate",
+                    cert_path.display()
+                );
+            }
+            None
+        }
+    };
+    Ok(NewClient {
+        client: Client {
+            client_id,
+            name: name.to_string(),
+            status: ClientStatus::Active,
+            roles,
+            auth_method: auth,
+            subject_dn,
+            cert_thumbprints: vec![record.thumbprint.clone()],
+            cert_issuers: vec![record.issuer.clone()],
+            redirect_uris: redirect_uris.to_vec(),
+            jwks: None,
+            created_at: clock::ob_datetime(clock::now()),
+        },
+        cert: record,
+    })
+}
+
+pub(super) async fn clients_command(cli: &Cli, cmd: &ClientsCommand) -> anyhow::Result<ExitCode> {
+    let s = settings(cli)?;
+    let store = Store::connect_with(&s.database.url, Migrations::RequireCurrent).await?;
+    let stamp = clock::ob_datetime(clock::now());
+    let parse_id =
+        |id: &str| -> anyhow::Result<ClientId> { id.parse().map_err(|e| anyhow!("{e}")) };
+    match cmd {
+        ClientsCommand::Register {
+            name,
+            cert,
+            roles,
+            auth,
+            redirect_uris,
+            client_id,
+            jwks,
+            json,
+        } => {
+            let mut new = new_client(
+                &s,
+                cert,
+                name,
+                roles,
+                *auth,
+                redirect_uris,
+                client_id.as_deref(),
+            )?;
+            if let Some(path) = jwks {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                crate::oauth::request_object::parse_client_jwks(&text)
+                    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                new.client.jwks = Some(text);
+            }
+            store.insert_client(&new, &stamp).await?;
+            if *json {
+                println!("{}", serde_json::json!({"client_id": new.client.client_id}));
+            } else {
+                println!("{}", new.client.client_id);
+            }
+        }
+        ClientsCommand::List { json } => {
+            let clients = store.clients().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&clients)?);
+            } else {
+                for c in clients {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        c.client_id,
+                        c.status.as_str(),
+                        Role::join(&c.roles),
+                        c.auth_method.as_str(),
+                        c.name
+                    );
+                }
+            }
+        }
+        ClientsCommand::Show { id, json } => {
+            let id = parse_id(id)?;
+            let c = store
+                .client(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no client {id}"))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!("client_id:    {}", c.client_id);
+                println!("name:         {}", c.name);
+                println!("status:       {}", c.status.as_str());
+                println!("roles:        {}", Role::join(&c.roles));
+                println!("auth_method:  {}", c.auth_method.as_str());
+                if let Some(dn) = &c.subject_dn {
+                    println!("subject_dn:   {dn}");
+                }
+                println!("certificates: {}", c.cert_thumbprints.join(", "));
+                println!("redirect_uris: {}", c.redirect_uris.join(", "));
+                println!("created_at:   {}", c.created_at);
+            }
+        }
+        ClientsCommand::Suspend { id } | ClientsCommand::Activate { id } => {
+            let id = parse_id(id)?;
+            let status = if matches!(cmd, ClientsCommand::Suspend { .. }) {
+                ClientStatus::Suspended
+            } else {
+                ClientStatus::Active
+            };
+            if !store.set_client_status(&id, status, &stamp).await? {
+                bail!("no client {id}");
+            }
+            println!("{id} {}", status.as_str());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
