@@ -11,6 +11,7 @@ pub mod config;
 pub mod consent;
 pub mod digest;
 pub mod oauth;
+pub mod metrics;
 pub mod ops;
 pub mod pki;
 pub mod policy;

@@ -1,7 +1,6 @@
 //! Operations: metrics, health and readiness, the OpenAPI document and its docs UI, served on
 //! the plain-HTTP ops listener (keep it private).
 
-pub mod metrics;
 pub mod openapi;
 
 use std::collections::HashMap;
@@ -9,7 +8,6 @@ use std::collections::HashMap;
 use actix_web::{HttpResponse, get, web};
 
 use crate::routes::AppState;
-pub use metrics::Metrics;
 
 /// Process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is up")))]

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use crate::audit::AuditLog;
 use crate::config::Settings;
 use crate::oauth::token::TokenService;
-use crate::ops::Metrics;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::state::SharedState;
 use crate::store::Store;
