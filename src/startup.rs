@@ -18,10 +18,10 @@ use tokio::net::TcpStream;
 
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::oauth::keys::{KeyError, SigningAlg, SigningKeys};
 use crate::oauth::metadata;
 use crate::oauth::token::TokenService;
-use crate::metrics::Metrics;
 use crate::ops;
 use crate::policy::{Policy, PolicyError};
 use crate::routes::deadline::RequestTimeout;

@@ -17,8 +17,8 @@ use arc_swap::ArcSwap;
 
 use crate::audit::AuditLog;
 use crate::config::Settings;
-use crate::oauth::token::TokenService;
 use crate::metrics::Metrics;
+use crate::oauth::token::TokenService;
 use crate::policy::Policy;
 use crate::state::SharedState;
 use crate::store::Store;
