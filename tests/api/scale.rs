@@ -737,10 +737,15 @@ async fn a_revoked_token_stays_refused_when_redis_evicts_keys() -> TestResult {
         let token = revoked_token(&app).await?;
         stays_refused(&app, &token, policy).await?;
         // Memory pressure: under `volatile-*` Redis evicts what has an expiry, under
-        // `allkeys-*` anything, until what the gateway keeps there is gone (or 20 MiB later).
+        // `allkeys-*` anything, until what the gateway keeps there is gone (or 20-40 MiB
+        // later).
         let any_key = policy.starts_with("allkeys");
         redis
-            .fill(20_000, |exists| any_key && exists == 0, "t:revocations")
+            .fill(
+                if any_key { 40_000 } else { 20_000 },
+                |exists| any_key && exists == 0,
+                "t:revocations",
+            )
             .await?;
         let mut conn = redis.conn().await?;
         let evicted: String = redis::cmd("INFO")
@@ -751,7 +756,9 @@ async fn a_revoked_token_stays_refused_when_redis_evicts_keys() -> TestResult {
             !evicted.contains("evicted_keys:0\r"),
             "{policy}: nothing was evicted"
         );
-        if any_key {
+        // Random eviction is sure to take the key in the end; LRU may keep it (the gateway
+        // reads it every second), and then only the never-passes check below applies.
+        if policy == "allkeys-random" {
             let left: i64 = redis::cmd("EXISTS")
                 .arg("t:revocations")
                 .query_async(&mut conn)
