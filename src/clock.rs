@@ -1,11 +1,42 @@
 //! Time in one place: callers take `now` as a parameter, and these helpers format it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
+}
+
+/// The gateway's clock: the system's, moved forward by whatever a test advanced it (the
+/// shipped binary never does). Every expiry the server judges (tokens, codes, consents,
+/// sessions, windows) is judged by it, so tests move time instead of sleeping.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    ahead_secs: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        now() + time::Duration::seconds(self.ahead_secs.load(Ordering::Relaxed))
+    }
+
+    /// Unix seconds of [`Clock::now`].
+    pub fn unix(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
+
+    /// Moves this clock (and every component sharing it) forward by `secs`.
+    pub fn advance(&self, secs: i64) {
+        self.ahead_secs.fetch_add(secs, Ordering::Relaxed);
+    }
 }
 
 /// `2026-11-23T14:15:03.123456Z`: fixed width, so the text sorts as the time does.

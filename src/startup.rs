@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
 use crate::audit::{AuditError, AuditEvent, AuditLog};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::oauth::keys::{KeyError, SigningAlg, SigningKeys};
@@ -95,10 +96,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// [`Application::build`] on a given clock (tests move it instead of sleeping).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartupError> {
         let metrics = Metrics::new()?;
         let store = Store::connect_with(&settings.database.url, Migrations::RequireCurrent).await?;
         let shared = SharedState::connect(&settings.state.url)?;
-        if let Err(e) = load_revocations(&store, &shared).await {
+        if let Err(e) = load_revocations(&store, &shared, clock.unix()).await {
             // Tokens are refused (503) until the revocations are in; the keeper below retries.
             tracing::warn!(error = %e, "could not load revocations into shared state yet");
         }
@@ -120,12 +126,14 @@ impl Application {
         let tls = {
             let audit = audit.clone();
             let failures = metrics.cert_failures.clone();
+            let clock = clock.clone();
             Arc::new(TlsFrontend::new(
                 &settings.tls,
                 Arc::new(move |failure| {
                     if failure.certificate_check {
                         failures.with_label_values(&[failure.reason]).inc();
                         let event = AuditEvent::handshake_refused(
+                            clock.now(),
                             failure.peer.map(|p| p.ip()),
                             failure.cert.clone(),
                             failure.reason,
@@ -194,6 +202,7 @@ impl Application {
             metrics,
             metadata,
             upstream_http,
+            clock,
             routes: routes::RouteTable::new(ops::openapi::routes()),
             password_checks: routes::authorize::PasswordChecks::new(2),
         });
@@ -347,8 +356,11 @@ fn tls_service(
 const REVOCATIONS_CHECK: Duration = Duration::from_secs(1);
 
 /// Copies every live revocation from the database into shared state, then marks it complete.
-async fn load_revocations(store: &Store, shared: &SharedState) -> Result<(), StartupError> {
-    let now = crate::clock::now().unix_timestamp();
+async fn load_revocations(
+    store: &Store,
+    shared: &SharedState,
+    now: i64,
+) -> Result<(), StartupError> {
     let live = store.live_revocations(now).await?;
     shared.load_revocations(&live, now).await?;
     Ok(())
@@ -361,7 +373,7 @@ async fn keep_revocations_loaded(state: Weak<AppState>) {
         tokio::time::sleep(REVOCATIONS_CHECK).await;
         let Some(state) = state.upgrade() else { return };
         if let Ok(false) = state.state.revocations_loaded().await {
-            match load_revocations(&state.store, &state.state).await {
+            match load_revocations(&state.store, &state.state, state.clock.unix()).await {
                 Ok(()) => tracing::warn!("shared state had lost its revocations; reloaded"),
                 Err(e) => tracing::warn!(error = %e, "could not reload revocations yet"),
             }

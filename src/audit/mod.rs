@@ -93,13 +93,14 @@ impl AuditEvent {
     /// The event for a refused client certificate: no HTTP request ever existed. `reason` is
     /// the short machine reason, `detail` what the TLS library said.
     pub fn handshake_refused(
+        at: time::OffsetDateTime,
         peer: Option<IpAddr>,
         cert: CertFacts,
         reason: &str,
         detail: &str,
     ) -> Self {
         Self {
-            ts: crate::clock::timestamp(crate::clock::now()),
+            ts: crate::clock::timestamp(at),
             interaction_id: uuid::Uuid::new_v4().to_string(),
             peer_ip: peer,
             client_id: None,

@@ -10,7 +10,8 @@ use super::authorize::{
 };
 use super::token::{CustomerGrant, MintedToken, TokenService};
 use super::{OAuthError, ScopeSet};
-use crate::clock;
+use time::OffsetDateTime;
+
 use crate::consent::Kind;
 use crate::registry::Client;
 use crate::state::SharedState;
@@ -88,6 +89,7 @@ impl GrantContext<'_> {
         &self,
         consent_id: &str,
         client: &Client,
+        now: i64,
     ) -> Result<ConsentRecord, OAuthError> {
         let consent = self
             .store
@@ -97,7 +99,7 @@ impl GrantContext<'_> {
             .filter(|c| c.client_id == client.client_id.as_str())
             .ok_or_else(|| OAuthError::InvalidGrant(format!("consent {consent_id} is unknown")))?;
         consent
-            .usable(clock::now())
+            .usable(OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH))
             .map_err(|e| OAuthError::InvalidGrant(e.to_string()))?;
         Ok(consent)
     }
@@ -204,7 +206,9 @@ impl GrantContext<'_> {
                 "code_verifier does not match the code_challenge (PKCE S256)".into(),
             ));
         }
-        let consent = self.usable_consent(&request.consent_id, client).await?;
+        let consent = self
+            .usable_consent(&request.consent_id, client, now)
+            .await?;
         let customer = Self::customer(&consent)?;
         let access = self.mint(client, cert, &request.scope, &customer, now)?;
         let id_token = if request.scope.split(' ').any(|s| s == "openid") {
@@ -307,7 +311,7 @@ impl GrantContext<'_> {
                 "the refresh token has expired".into(),
             ));
         }
-        let consent = self.usable_consent(&grant.consent_id, client).await?;
+        let consent = self.usable_consent(&grant.consent_id, client, now).await?;
         let customer = Self::customer(&consent)?;
         let refresh_token = if self.settings.rotate_refresh_tokens {
             let new = random_token()?;

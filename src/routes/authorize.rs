@@ -122,7 +122,7 @@ async fn load_session(
     let Some(id) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()) else {
         return Ok(None);
     };
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     let Some(text) = state
         .state
         .get(&session_key(&id), now)
@@ -137,7 +137,7 @@ async fn load_session(
 
 async fn save_session(state: &AppState, id: &str, s: &Session) -> Result<(), PageError> {
     let text = serde_json::to_string(s).map_err(broken)?;
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     state
         .state
         .put(&session_key(id), &text, now + SESSION_LIFETIME, now)
@@ -243,7 +243,7 @@ async fn start(
              from /par (FAPI 2.0).",
         )
     })?;
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     let stored = state
         .state
         .take(&request_uri_key(request_uri), now)
@@ -457,7 +457,7 @@ async fn check_sign_in(
     remember(req, |ctx| {
         ctx.psu = Some(username.chars().take(64).collect())
     });
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     let peer = req
         .peer_addr()
         .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
@@ -544,7 +544,7 @@ async fn sign_in(
     };
     state.state.delete(&session_key(id)).await.map_err(broken)?;
     session.psu = Some(username);
-    session.signed_in_at = clock::now().unix_timestamp();
+    session.signed_in_at = state.clock.now().unix_timestamp();
     session.csrf = random_token().map_err(broken)?;
     let (_, cookie) = new_session(state, &session).await?;
     Ok(SignIn::Accepted(Box::new((session, cookie))))
@@ -726,7 +726,10 @@ async fn pending_consent(
                 "The request names a consent this bank does not know.",
             )
         })?;
-    if consent.expires_at().is_some_and(|at| at <= clock::now()) {
+    if consent
+        .expires_at()
+        .is_some_and(|at| at <= state.clock.now())
+    {
         return Err(bad(
             "consent_expired",
             "This request has expired. Go back to the app and start again.",
@@ -784,7 +787,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
     let consent = pending_consent(state, &request)
         .await
         .map_err(|e| e.for_client(&request, issuer))?;
-    let stamp = clock::ob_datetime(clock::now());
+    let stamp = clock::ob_datetime(state.clock.now());
     match field(&fields, "decision") {
         Some("deny") => {
             state
@@ -864,7 +867,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                 )
                 .for_client(&request, issuer));
             }
-            let now = clock::now().unix_timestamp();
+            let now = state.clock.now().unix_timestamp();
             let code = issue_code(
                 &state.state,
                 &IssuedCode {
@@ -965,7 +968,7 @@ async fn apps_page(state: &AppState, psu: &str, csrf: &str) -> PageResult {
             Kind::DomesticPayment => "A single payment",
             Kind::FundsConfirmation => "Confirmation of funds",
         };
-        let usable = c.usable(clock::now()).is_ok();
+        let usable = c.usable(state.clock.now()).is_ok();
         let status = match (c.status, usable) {
             (Status::Authorised, true) => "Active".to_string(),
             (Status::Authorised, false) => "Expired".to_string(),
@@ -1017,7 +1020,7 @@ async fn apps_login(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
             let session = Session {
                 csrf: random_token().map_err(broken)?,
                 psu: Some(psu),
-                signed_in_at: clock::now().unix_timestamp(),
+                signed_in_at: state.clock.now().unix_timestamp(),
                 request: None,
             };
             let (_, cookie) = new_session(state, &session).await?;
@@ -1080,7 +1083,7 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
             &consent.consent_id,
             &[Status::Authorised],
             Status::Revoked,
-            &clock::ob_datetime(clock::now()),
+            &clock::ob_datetime(state.clock.now()),
         )
         .await
         .map_err(broken)?;

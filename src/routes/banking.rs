@@ -12,7 +12,6 @@ use super::edge::remember;
 use super::error::ApiError;
 use super::guard::Authorized;
 use super::upstream;
-use crate::clock;
 use crate::resources::accounts::{self, AccountRead, TransactionParams};
 use crate::resources::codes;
 use crate::resources::payments;
@@ -194,7 +193,7 @@ pub async fn create_payment(
             consent(&auth)?,
             &body,
             &key,
-            clock::now(),
+            state.clock.now(),
         )
         .await?;
         return upstream::forward(&req, &auth, up, body, &state).await;
@@ -206,7 +205,7 @@ pub async fn create_payment(
         &body,
         &key,
         base(&state),
-        clock::now(),
+        state.clock.now(),
     )
     .await?;
 
@@ -280,7 +279,7 @@ pub async fn confirm_funds(
         consent(&auth)?,
         &body,
         base(&state),
-        clock::now(),
+        state.clock.now(),
     )
     .await?;
     Ok(HttpResponse::Created().json(body))

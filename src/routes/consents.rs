@@ -9,7 +9,6 @@ use super::AppState;
 use super::edge::remember;
 use super::error::ApiError;
 use super::guard::Authorized;
-use crate::clock;
 use crate::resources::codes;
 use crate::resources::consents::{
     self as consents, AccountAccess, AccountAccessConsentDetails, AccountAccessConsentRequest,
@@ -81,7 +80,7 @@ where
         body,
         key,
         &state.settings.server.mtls_url,
-        clock::now(),
+        state.clock.now(),
     )
     .await?;
     remember(req, |ctx| {
@@ -172,7 +171,7 @@ pub async fn delete_account_access_consent(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     remember(&req, |ctx| ctx.consent_id = Some(id.to_string()));
-    consents::revoke::<AccountAccess>(&state.store, &auth.client.client_id, &id, clock::now())
+    consents::revoke::<AccountAccess>(&state.store, &auth.client.client_id, &id, state.clock.now())
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

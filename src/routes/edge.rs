@@ -97,8 +97,8 @@ pub async fn edge(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let ts = clock::now();
     let state = state_of(&req)?;
+    let ts = state.clock.now();
     // Fail closed: a listener that did not say what it is gets audited like the mTLS one.
     // The customer's pages are audited too: sign-ins, decisions and refusals there matter as
     // much as the TPP's calls.

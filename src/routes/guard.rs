@@ -13,7 +13,6 @@ use actix_web::{FromRequest, HttpRequest, web};
 use super::AppState;
 use super::edge::remember;
 use super::error::ApiError;
-use crate::clock;
 use crate::consent::{Kind, Status};
 use crate::oauth::token::BoundToken;
 use crate::policy::Permit;
@@ -45,9 +44,9 @@ impl FromRequest for Authorized {
 
 /// The verified certificate of this connection, still valid now, or the 401 that explains why
 /// there is none.
-pub fn client_cert(req: &HttpRequest) -> Result<VerifiedClientCert, ApiError> {
+pub fn client_cert(req: &HttpRequest, now: i64) -> Result<VerifiedClientCert, ApiError> {
     match PeerIdentity::of(req) {
-        PeerIdentity::Verified(cert) => match cert.still_valid(clock::now().unix_timestamp()) {
+        PeerIdentity::Verified(cert) => match cert.still_valid(now) {
             Ok(()) => Ok(cert),
             Err(why) => Err(ApiError::InvalidToken {
                 reason: "certificate_stale",
@@ -110,7 +109,7 @@ pub async fn within_rate_limit(state: &AppState, client: &Client) -> Result<(), 
     let Some(limit) = state.policy.load().rate_limit(client.client_id.as_str()) else {
         return Ok(());
     };
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     let window_end = now - now.rem_euclid(60) + 60;
     let count = state
         .state
@@ -138,9 +137,9 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-    let cert = client_cert(req)?;
+    let now = state.clock.unix();
+    let cert = client_cert(req, now)?;
     let raw = bearer(req)?;
-    let now = clock::now().unix_timestamp();
     let token = match state
         .tokens
         .verify_bound(raw, &cert, &state.state, now)
@@ -257,7 +256,7 @@ async fn consent_for(
     // gets its first answer and anything else is refused as a second payment.
     let consumed_payment =
         consent.kind == Kind::DomesticPayment && consent.status == Status::Consumed;
-    if !consumed_payment && let Err(e) = consent.usable(clock::now()) {
+    if !consumed_payment && let Err(e) = consent.usable(state.clock.now()) {
         return Err(ApiError::ConsentRefused {
             reason: e.reason(),
             code: codes::CONSENT_NOT_AUTHORISED,

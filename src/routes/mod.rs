@@ -37,6 +37,8 @@ pub struct AppState {
     pub metadata: String,
     /// HTTP client for upstream core-banking systems (policy `upstreams`).
     pub upstream_http: reqwest::Client,
+    /// The time every expiry is judged by.
+    pub clock: crate::clock::Clock,
     /// Every route and its methods, for `405 Allow` and wrong-listener answers.
     pub routes: RouteTable,
     /// Bounds concurrent password checks (each scrypt holds 32 MiB), one per peer at a time.

@@ -14,7 +14,6 @@ use super::edge::{AuditNote, remember};
 use super::error::ApiError;
 use super::guard::{client_cert, within_rate_limit};
 use crate::audit::Outcome;
-use crate::clock;
 use crate::consent::{Kind, Status};
 use crate::oauth::authorize::{self, form_params, random_token};
 use crate::oauth::grants::GrantContext;
@@ -169,7 +168,8 @@ async fn authenticate(
     state: &AppState,
     client_id: Option<&str>,
 ) -> Result<(Client, VerifiedClientCert), ApiError> {
-    let cert = client_cert(req).map_err(|e| OAuthError::InvalidClient(e.to_string()))?;
+    let cert = client_cert(req, state.clock.unix())
+        .map_err(|e| OAuthError::InvalidClient(e.to_string()))?;
     let client_id = client_id.ok_or_else(|| {
         OAuthError::InvalidRequest("client_id is required with mTLS client authentication".into())
     })?;
@@ -239,7 +239,7 @@ pub async fn token(
     }
     let (client, cert) = authenticate(&req, &state, text("client_id")).await?;
     let policy = state.policy.load();
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     let (minted, refresh_token, id_token, consent_id) = if grant_type == "client_credentials" {
         let scope = client_credentials_scope(text("scope"), &policy.scopes_for(&client.roles))?;
         let minted = state.tokens.mint(
@@ -321,7 +321,7 @@ pub async fn par(
     let client_id = form.get("client_id").and_then(|v| v.as_str());
     let (client, _) = authenticate(&req, &state, client_id).await?;
     let policy = state.policy.load();
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     let params = match form.get("request").and_then(|v| v.as_str()) {
         Some(jwt) => {
             let mut claims =
@@ -362,7 +362,10 @@ pub async fn par(
         ))
         .into());
     }
-    if consent.expires_at().is_some_and(|at| at <= clock::now()) {
+    if consent
+        .expires_at()
+        .is_some_and(|at| at <= state.clock.now())
+    {
         return Err(OAuthError::InvalidRequest(format!(
             "consent {} has expired",
             consent.consent_id
@@ -414,7 +417,8 @@ pub async fn introspect(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let form: TokenActionRequest = form(&req, &body)?;
-    let operator = form.client_id.is_none() && client_cert(&req).is_ok_and(|c| c.is_operator());
+    let operator = form.client_id.is_none()
+        && client_cert(&req, state.clock.unix()).is_ok_and(|c| c.is_operator());
     let caller = if operator {
         None
     } else {
@@ -427,7 +431,7 @@ pub async fn introspect(
     let raw = form
         .token
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     let verified = state.tokens.verify_unbound(&raw, &state.state, now).await;
     // Whether the token is revoked is unknown while shared state is away: that is an outage
     // (503), never an answer about the token.
@@ -443,7 +447,7 @@ pub async fn introspect(
     let consent_live = match &verified {
         Ok(claims) => match &claims.consent_id {
             Some(id) => state.store.consent(id).await?.is_some_and(|c| {
-                c.usable(clock::now()).is_ok()
+                c.usable(state.clock.now()).is_ok()
                     || (c.kind == Kind::DomesticPayment && c.status == Status::Consumed)
             }),
             None => true,
@@ -508,7 +512,7 @@ pub async fn revoke(
     let raw = form
         .token
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-    let now = clock::now().unix_timestamp();
+    let now = state.clock.now().unix_timestamp();
     let verified = state.tokens.verify_unbound(&raw, &state.state, now).await;
     if let Err(TokenRejection::StateUnavailable) = verified {
         return Err(OAuthError::TemporarilyUnavailable(

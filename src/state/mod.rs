@@ -81,7 +81,7 @@ impl SharedState {
     pub async fn get(&self, key: &str, now: i64) -> Result<Option<String>, StateError> {
         match self {
             Self::Memory(m) => Ok(m.get(key, now)),
-            Self::Redis(r) => r.get(key).await,
+            Self::Redis(r) => r.get(key, now).await,
         }
     }
 
@@ -89,7 +89,7 @@ impl SharedState {
     pub async fn take(&self, key: &str, now: i64) -> Result<Option<String>, StateError> {
         match self {
             Self::Memory(m) => Ok(m.take(key, now)),
-            Self::Redis(r) => r.take(key).await,
+            Self::Redis(r) => r.take(key, now).await,
         }
     }
 

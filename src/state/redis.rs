@@ -31,6 +31,14 @@ fn unavailable(e: redis::RedisError) -> StateError {
     StateError::Unavailable(e.to_string())
 }
 
+/// The value of an `expires_at:value` entry still live at `now`.
+fn live(stored: Option<String>, now: i64) -> Option<String> {
+    let (expires_at, value) = stored?
+        .split_once(':')
+        .map(|(e, v)| (e.to_string(), v.to_string()))?;
+    (expires_at.parse::<i64>().ok()? > now).then_some(value)
+}
+
 impl RedisState {
     /// `redis://[user:pass@]host:port[/db][?key_prefix=P]`; `rediss://` for TLS is refused until
     /// the build carries a Redis TLS stack.
@@ -141,25 +149,27 @@ impl RedisState {
         if expires_at <= now {
             return self.delete(key).await;
         }
+        // The expiry travels with the value and is judged by the gateway's clock; the TTL only
+        // lets Redis drop what nobody will ask for again.
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key))
-            .arg(value)
+            .arg(format!("{expires_at}:{value}"))
             .arg("EXAT")
             .arg(expires_at);
         self.run::<()>(&cmd).await
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<String>, StateError> {
+    pub async fn get(&self, key: &str, now: i64) -> Result<Option<String>, StateError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.key(key));
-        self.run(&cmd).await
+        Ok(live(self.run(&cmd).await?, now))
     }
 
     /// `GETDEL`: of several instances asking at once, exactly one gets the value.
-    pub async fn take(&self, key: &str) -> Result<Option<String>, StateError> {
+    pub async fn take(&self, key: &str, now: i64) -> Result<Option<String>, StateError> {
         let mut cmd = redis::cmd("GETDEL");
         cmd.arg(self.key(key));
-        self.run(&cmd).await
+        Ok(live(self.run(&cmd).await?, now))
     }
 
     /// `INCR`, with the key's expiry set when it is created: one counter for every instance.
@@ -189,5 +199,18 @@ impl RedisState {
 
     pub async fn ping(&self) -> Result<(), StateError> {
         self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_live_until_its_own_expiry_by_the_gateways_clock() {
+        assert_eq!(live(Some("100:a:b".into()), 99), Some("a:b".into()));
+        assert_eq!(live(Some("100:v".into()), 100), None);
+        assert_eq!(live(Some("no expiry".into()), 0), None, "fails closed");
+        assert_eq!(live(None, 0), None);
     }
 }

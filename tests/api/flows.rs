@@ -1052,7 +1052,7 @@ async fn authorize_accepts_only_a_fresh_pushed_request_once() -> TestResult {
     assert!(again.body.contains("already been used"));
 
     let flow = tpp.par("openid accounts", &consent).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    app.clock.advance(2);
     let expired = b.get(&flow.authorize_url).await?;
     assert_eq!(expired.status, 400, "an expired request_uri");
 
@@ -1369,7 +1369,7 @@ async fn an_expired_consent_backs_nothing() -> TestResult {
     let cb = customer_decides(&app, &flow.authorize_url, "alice", first, "approve").await?;
     let tokens = a.finish(flow, &cb).await?;
     assert_eq!(a.get(&tokens.access_token, ACCOUNTS).await?.0, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    app.clock.advance(4);
     let late = a.par("openid accounts", &never_authorised).await;
     assert!(
         late.as_ref()

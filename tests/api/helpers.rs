@@ -51,6 +51,8 @@ pub struct TestApp {
     pub self_signed: CertFiles,
     pub store: Store,
     pub reloader: obgate::startup::Reloader,
+    /// The gateway's clock: tests move it forward instead of sleeping.
+    pub clock: obgate::clock::Clock,
     /// Sandbox bank customers and their passwords.
     pub customers: Vec<(String, String)>,
     /// The PostgreSQL database this test created, dropped with it.
@@ -418,7 +420,8 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         .await?
         .ok_or("the sandbox bank was already seeded")?;
 
-    let app = Application::build(settings.clone()).await?;
+    let clock = obgate::clock::Clock::system();
+    let app = Application::build_with_clock(settings.clone(), clock.clone()).await?;
     let (mtls, public, ops) = (app.mtls_addr(), app.public_addr(), app.ops_addr());
     let handle = app.handle();
     let reloader = app.reloader();
@@ -444,6 +447,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> Res<TestAp
         self_signed,
         store,
         reloader,
+        clock,
         customers,
         database,
         handle,
@@ -489,7 +493,7 @@ impl Drop for Instance {
 
 impl TestApp {
     pub async fn another_instance(&self) -> Res<Instance> {
-        let app = Application::build(self.settings.clone()).await?;
+        let app = Application::build_with_clock(self.settings.clone(), self.clock.clone()).await?;
         let (mtls, public, ops) = (app.mtls_addr(), app.public_addr(), app.ops_addr());
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());

@@ -544,7 +544,7 @@ async fn a_rate_limit_is_counted_across_instances() -> TestResult {
     }))
     .await?;
     let b = app.another_instance().await?;
-    crate::tokens::inside_one_minute().await;
+    crate::tokens::inside_one_minute(&app);
     let tpp = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
     let form = [
         ("grant_type", "client_credentials"),

@@ -555,16 +555,11 @@ async fn token_requests_that_are_not_one_clean_form_are_invalid_requests() -> Te
     Ok(())
 }
 
-/// Waits, if needed, so the next few requests fall inside one rate-limit minute.
-pub async fn inside_one_minute() {
-    let now = now();
-    let left = 60 - now.rem_euclid(60);
-    if left < 10 {
-        tokio::time::sleep(std::time::Duration::from_secs(
-            u64::try_from(left).unwrap_or(0) + 1,
-        ))
-        .await;
-    }
+/// Moves the gateway's clock to the start of the next rate-limit minute, so the next few
+/// requests fall inside one window.
+pub fn inside_one_minute(app: &TestApp) {
+    let now = app.clock.unix();
+    app.clock.advance(60 - now.rem_euclid(60));
 }
 
 #[tokio::test]
@@ -573,7 +568,7 @@ async fn a_client_over_its_per_minute_limit_gets_429_with_retry_after() -> TestR
         format!("{t}\n[rate_limits]\nper_client_per_minute = 1000\n[rate_limits.clients]\n\"tpp-a\" = 3\n")
     }))
     .await?;
-    inside_one_minute().await;
+    inside_one_minute(&app);
     for _ in 0..3 {
         app.token(&app.tpp_a, "tpp-a", "accounts").await?;
     }
