@@ -157,19 +157,26 @@ pub enum ClientsCommand {
     },
 }
 
+/// How a TPP command reaches the mTLS listener.
+#[derive(Debug, clap::Args)]
+pub struct TppTls {
+    /// The TPP's client certificate (PEM), presented at the mTLS handshake.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// CA that issued the gateway's server certificate (default: the dev CA).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TppCommand {
     /// Fetch a client-credentials access token with a client certificate (via the oauth2 crate).
     Token {
-        /// The TPP's client certificate (PEM), presented at the mTLS handshake.
-        #[arg(long)]
-        cert: PathBuf,
-        /// The certificate's private key (PEM).
-        #[arg(long)]
-        key: PathBuf,
-        /// CA that issued the gateway's server certificate (default: the dev CA).
-        #[arg(long)]
-        ca: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TppTls,
         /// Space-separated scopes to ask for; the gateway grants nothing unasked.
         #[arg(long, default_value = "accounts")]
         scope: String,
@@ -184,15 +191,8 @@ pub enum TppCommand {
     /// authorization request (PAR + PKCE), print the page to open, then exchange the code from
     /// the URL the browser lands on for certificate-bound tokens (via the oauth2 crate).
     ConsentFlow {
-        /// The TPP's client certificate (PEM), presented at the mTLS handshake.
-        #[arg(long)]
-        cert: PathBuf,
-        /// The certificate's private key (PEM).
-        #[arg(long)]
-        key: PathBuf,
-        /// CA that issued the gateway's server certificate (default: the dev CA).
-        #[arg(long)]
-        ca: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TppTls,
         /// accounts, payments or fundsconfirmations.
         #[arg(long)]
         scope: String,

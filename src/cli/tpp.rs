@@ -6,14 +6,12 @@ use anyhow::Context;
 
 use crate::pki::DevPki;
 
-use super::{Cli, TppCommand, settings};
+use super::{Cli, TppCommand, TppTls, settings};
 
 pub(super) async fn tpp_command(cli: &Cli, cmd: &TppCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TppCommand::Token {
-            cert,
-            key,
-            ca,
+            tls: TppTls { cert, key, ca },
             scope,
             url,
             client_id,
@@ -36,9 +34,7 @@ pub(super) async fn tpp_command(cli: &Cli, cmd: &TppCommand) -> anyhow::Result<E
             Ok(ExitCode::SUCCESS)
         }
         TppCommand::ConsentFlow {
-            cert,
-            key,
-            ca,
+            tls: TppTls { cert, key, ca },
             scope,
             consent_id,
             amount,

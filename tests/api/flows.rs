@@ -782,11 +782,11 @@ pub async fn authorised_payment(
     })
 }
 
-/// PAR with a known PKCE pair, the customer approves; returns the code.
-pub async fn code_for(tpp: &Tpp<'_>, consent: &str) -> Res<String> {
+/// A pushed request for an account consent with the known PKCE pair: `/par`'s answer.
+pub async fn push_request(tpp: &Tpp<'_>, consent: &str) -> Res<(u16, Value)> {
     let redirect = redirect_uri(tpp.id);
     let claims = claims(consent);
-    let (status, body) = raw_par(
+    raw_par(
         tpp,
         &[
             ("client_id", tpp.id),
@@ -799,7 +799,12 @@ pub async fn code_for(tpp: &Tpp<'_>, consent: &str) -> Res<String> {
             ("nonce", "n-0S6_WzA2Mj"),
         ],
     )
-    .await?;
+    .await
+}
+
+/// PAR with a known PKCE pair, the customer approves; returns the code.
+pub async fn code_for(tpp: &Tpp<'_>, consent: &str) -> Res<String> {
+    let (status, body) = push_request(tpp, consent).await?;
     assert_eq!(status, 201, "{body}");
     assert!(body["expires_in"].is_i64());
     let uri = body["request_uri"].as_str().ok_or("no request_uri")?;

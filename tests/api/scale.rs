@@ -265,22 +265,7 @@ async fn losing_shared_state_answers_503_and_service_returns_by_itself() -> Test
     assert_eq!(body["error"], "temporarily_unavailable", "{body}");
     // What failed is named; how (addresses, driver messages) stays in the log.
     let consent_id = consent.1["Data"]["ConsentId"].as_str().ok_or("no id")?;
-    let redirect = redirect_uri("tpp-a");
-    let claims = claims(consent_id);
-    let (status, body) = raw_par(
-        &tpp,
-        &[
-            ("client_id", "tpp-a"),
-            ("response_type", "code"),
-            ("redirect_uri", &redirect),
-            ("scope", "openid accounts"),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-            ("claims", &claims),
-            ("nonce", "n-0S6_WzA2Mj"),
-        ],
-    )
-    .await?;
+    let (status, body) = push_request(&tpp, consent_id).await?;
     assert_eq!(status, 503, "{body}");
     let description = body["error_description"].as_str().unwrap_or_default();
     assert!(description.contains("shared state"), "{body}");
@@ -586,20 +571,7 @@ async fn a_revoked_token_stays_refused_when_redis_loses_its_data() -> TestResult
     let app = spawn_app().await?;
     let token = revoked_token(&app).await?;
     // Redis forgets everything of this gateway (a restart without persistence, a flush).
-    let prefix = app
-        .settings
-        .state
-        .url
-        .split("key_prefix=")
-        .nth(1)
-        .ok_or("no key prefix")?
-        .to_string();
-    let client = redis::Client::open(redis.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await?;
+    let (keys, mut conn) = gateway_keys(&app, &redis).await?;
     assert!(!keys.is_empty());
     let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
 
@@ -691,6 +663,27 @@ impl SmallRedis {
     }
 }
 
+/// The keys this gateway holds in the Redis at `redis`, and a connection to it.
+async fn gateway_keys(
+    app: &TestApp,
+    redis: &str,
+) -> Res<(Vec<String>, redis::aio::MultiplexedConnection)> {
+    let prefix = app
+        .settings
+        .state
+        .url
+        .split("key_prefix=")
+        .nth(1)
+        .ok_or("no key prefix")?;
+    let client = redis::Client::open(redis)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    Ok((keys, conn))
+}
+
 /// A client-credentials token of tpp-a's, revoked at /revoke.
 async fn revoked_token(app: &TestApp) -> Res<String> {
     let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
@@ -776,22 +769,10 @@ async fn a_revoked_token_stays_refused_when_redis_evicts_keys() -> TestResult {
 #[ignore = "needs Redis: TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test -- --include-ignored"]
 async fn anonymous_visitors_leave_nothing_in_shared_state_or_the_audit_log() -> TestResult {
     let redis = redis_url().ok_or(NEEDS_REDIS)?;
-    let app = spawn_app_with(move |s| s.state.url = redis_with_prefix(&redis)).await?;
-    let prefix = app
-        .settings
-        .state
-        .url
-        .split("key_prefix=")
-        .nth(1)
-        .ok_or("no key prefix")?
-        .to_string();
+    let url = redis_with_prefix(&redis);
+    let app = spawn_app_with(move |s| s.state.url = url).await?;
     let keys = || async {
-        let client = redis::Client::open(app.settings.state.url.split('?').next().unwrap_or(""))?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut conn)
-            .await?;
+        let (keys, _) = gateway_keys(&app, &redis).await?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
             keys.into_iter()
                 .filter(|k| !k.ends_with("revocations"))
