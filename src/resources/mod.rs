@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod consents;
+pub mod decision;
 pub mod payments;
 pub mod sandbox;
 

@@ -13,13 +13,11 @@ use actix_web::http::{StatusCode, header};
 use actix_web::web::{Bytes, Data, Query};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::AppState;
 use super::edge::{AnonymousView, AuditNote, remember};
 use super::pages::{self, AccountChoice, ConnectedApp, ConsentView};
 use crate::audit::Outcome;
-use crate::clock;
 use crate::consent::{Kind, Status};
 use crate::oauth::authorize::{
     AuthorizationRequest, IssuedCode, digest, random_token, redirect_to, request_uri_key,
@@ -29,6 +27,7 @@ use crate::registry::{ClientId, ClientStatus};
 use crate::resources::consents::{
     AccountAccessConsentDetails, DomesticPaymentConsentDetails, FundsConfirmationConsentDetails,
 };
+use crate::resources::decision::{self, Refusal};
 use crate::resources::sandbox::{self, format_minor};
 use crate::store::{AccountRecord, ConsentRecord};
 
@@ -438,7 +437,7 @@ const LOCKOUT_SECS: i64 = 900;
 const MAX_PEER_ATTEMPTS: u64 = 100;
 
 /// A refused sign-in, as the page shows it.
-struct Refusal {
+struct SignInRefusal {
     status: StatusCode,
     reason: &'static str,
     message: &'static str,
@@ -451,7 +450,7 @@ async fn check_sign_in(
     req: &HttpRequest,
     state: &AppState,
     fields: &[(String, String)],
-) -> Result<Result<String, Refusal>, PageError> {
+) -> Result<Result<String, SignInRefusal>, PageError> {
     let username = field(fields, "username").unwrap_or_default();
     let password = field(fields, "password").unwrap_or_default();
     remember(req, |ctx| {
@@ -467,7 +466,7 @@ async fn check_sign_in(
         .await
         .map_err(broken)?;
     if tries_from_peer > MAX_PEER_ATTEMPTS {
-        return Ok(Err(Refusal {
+        return Ok(Err(SignInRefusal {
             status: StatusCode::TOO_MANY_REQUESTS,
             reason: "login_paused_for_peer",
             message: "Too many sign-in attempts from this address. Try again in 15 minutes.",
@@ -480,7 +479,7 @@ async fn check_sign_in(
         .await
         .map_err(broken)?;
     if attempt > MAX_FAILURES {
-        return Ok(Err(Refusal {
+        return Ok(Err(SignInRefusal {
             status: StatusCode::TOO_MANY_REQUESTS,
             reason: "login_paused",
             message: "Too many failed attempts for this username. Try again in 15 minutes.",
@@ -491,12 +490,12 @@ async fn check_sign_in(
             state.state.delete(&failures_key).await.map_err(broken)?;
             Ok(Ok(username.to_string()))
         }
-        Some(false) => Ok(Err(Refusal {
+        Some(false) => Ok(Err(SignInRefusal {
             status: StatusCode::UNAUTHORIZED,
             reason: "login_failed",
             message: "That username and password did not match. Try again.",
         })),
-        None => Ok(Err(Refusal {
+        None => Ok(Err(SignInRefusal {
             status: StatusCode::TOO_MANY_REQUESTS,
             reason: "login_busy",
             message: "A sign-in from this address is still being checked. Try again in a moment.",
@@ -709,42 +708,57 @@ async fn consent_page(
     ))
 }
 
+/// The customer's side of a refusal from the consent lifecycle, as a page.
+fn refused(r: Refusal) -> PageError {
+    match r {
+        Refusal::Unknown => bad(
+            "consent_unknown",
+            "The request names a consent this bank does not know.",
+        ),
+        Refusal::Expired => bad(
+            "consent_expired",
+            "This request has expired. Go back to the app and start again.",
+        ),
+        Refusal::AlreadyDecided(Some(status)) => bad(
+            "consent_already_decided",
+            &format!("This request has already been decided (it is {status})."),
+        ),
+        Refusal::AlreadyDecided(None) => bad(
+            "consent_already_decided",
+            "This request has already been decided.",
+        ),
+        Refusal::NotTheRequestedAccount => bad(
+            "account_not_requested",
+            "The account chosen is not the one the app asked for.",
+        ),
+        Refusal::NotTheCustomers => page_error(
+            StatusCode::FORBIDDEN,
+            "consent_not_the_customers",
+            "That is not one of your connected apps.".into(),
+        ),
+        Refusal::AccountChoice { many: true } => bad(
+            "accounts_not_chosen",
+            "Choose at least one account to share.",
+        ),
+        Refusal::AccountChoice { many: false } => bad("accounts_not_chosen", "Choose one account."),
+        e @ (Refusal::Corrupt(..) | Refusal::Store(_)) => broken(e),
+    }
+}
+
 /// The request's consent, still waiting for this decision.
 async fn pending_consent(
     state: &AppState,
     request: &AuthorizationRequest,
 ) -> Result<ConsentRecord, PageError> {
-    let consent = state
-        .store
-        .consent(&request.consent_id)
-        .await
-        .map_err(broken)?
-        .filter(|c| c.client_id == request.client_id && c.kind == request.consent_kind)
-        .ok_or_else(|| {
-            bad(
-                "consent_unknown",
-                "The request names a consent this bank does not know.",
-            )
-        })?;
-    if consent
-        .expires_at()
-        .is_some_and(|at| at <= state.clock.now())
-    {
-        return Err(bad(
-            "consent_expired",
-            "This request has expired. Go back to the app and start again.",
-        ));
-    }
-    if consent.status != Status::AwaitingAuthorisation {
-        return Err(bad(
-            "consent_already_decided",
-            &format!(
-                "This request has already been decided (it is {}).",
-                consent.status
-            ),
-        ));
-    }
-    Ok(consent)
+    decision::pending(
+        &state.store,
+        &request.consent_id,
+        &request.client_id,
+        request.consent_kind,
+        state.clock.now(),
+    )
+    .await
+    .map_err(refused)
 }
 
 #[utoipa::path(post, path = "/authorize/decision", tag = "customer",
@@ -787,19 +801,12 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
     let consent = pending_consent(state, &request)
         .await
         .map_err(|e| e.for_client(&request, issuer))?;
-    let stamp = clock::ob_datetime(state.clock.now());
+    let now = state.clock.now();
     match field(&fields, "decision") {
         Some("deny") => {
-            state
-                .store
-                .transition_consent(
-                    &consent.consent_id,
-                    &[Status::AwaitingAuthorisation],
-                    Status::Rejected,
-                    &stamp,
-                )
+            decision::deny(&state.store, &consent, now)
                 .await
-                .map_err(broken)?;
+                .map_err(refused)?;
             state
                 .state
                 .delete(&session_key(&id))
@@ -818,56 +825,30 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
         }
         Some("approve") => {
             let owned = state.store.accounts_of(&psu).await.map_err(broken)?;
-            let mut chosen: Vec<String> = fields
+            let chosen: Vec<String> = fields
                 .iter()
                 .filter(|(k, _)| k == "account")
                 .map(|(_, v)| v.clone())
                 .collect();
-            chosen.sort();
-            chosen.dedup();
-            let all_owned = chosen
-                .iter()
-                .all(|c| owned.iter().any(|a| &a.account_id == c));
-            let many = consent.kind == Kind::AccountAccess;
-            let count_ok = if many {
-                !chosen.is_empty()
-            } else {
-                chosen.len() == 1
-            };
-            if !all_owned || !count_ok {
-                let msg = if many {
-                    "Choose at least one account to share."
-                } else {
-                    "Choose one account."
-                };
-                let mut page = consent_page(state, &session, &request, Some(msg.into())).await?;
-                *page.status_mut() = StatusCode::BAD_REQUEST;
-                return Ok(page);
+            match decision::approve(&state.store, &consent, &psu, &owned, &chosen, now).await {
+                Ok(()) => {}
+                // A choice to make again: the page again, with what to fix.
+                Err(Refusal::AccountChoice { many }) => {
+                    let msg = if many {
+                        "Choose at least one account to share."
+                    } else {
+                        "Choose one account."
+                    };
+                    let mut page =
+                        consent_page(state, &session, &request, Some(msg.into())).await?;
+                    *page.status_mut() = StatusCode::BAD_REQUEST;
+                    return Ok(page);
+                }
+                Err(e @ Refusal::AlreadyDecided(_)) => {
+                    return Err(refused(e).for_client(&request, issuer));
+                }
+                Err(e) => return Err(refused(e)),
             }
-            let named = named_account(&consent)?;
-            if let Some(identification) = named
-                && !owned
-                    .iter()
-                    .any(|a| chosen.contains(&a.account_id) && a.identification == identification)
-            {
-                return Err(bad(
-                    "account_not_requested",
-                    "The account chosen is not the one the app asked for.",
-                ));
-            }
-            let authorised = state
-                .store
-                .authorise_consent(&consent.consent_id, &psu, &chosen, &stamp)
-                .await
-                .map_err(broken)?;
-            if !authorised {
-                return Err(bad(
-                    "consent_already_decided",
-                    "This request has already been decided.",
-                )
-                .for_client(&request, issuer));
-            }
-            let now = state.clock.now().unix_timestamp();
             let code = issue_code(
                 &state.state,
                 &IssuedCode {
@@ -875,7 +856,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
                     psu,
                     auth_time: session.signed_in_at,
                 },
-                now,
+                now.unix_timestamp(),
             )
             .await
             .map_err(broken)?;
@@ -888,17 +869,6 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
         }
         _ => Err(bad("decision_missing", "Choose Allow or Deny.")),
     }
-}
-
-/// The account a payment or funds-confirmation consent names, if it names one.
-fn named_account(consent: &ConsentRecord) -> Result<Option<String>, PageError> {
-    let data: Value = serde_json::from_str(&consent.data).map_err(broken)?;
-    let named = match consent.kind {
-        Kind::DomesticPayment => data["Initiation"]["DebtorAccount"]["Identification"].as_str(),
-        Kind::FundsConfirmation => data["DebtorAccount"]["Identification"].as_str(),
-        Kind::AccountAccess => None,
-    };
-    Ok(named.map(str::to_string))
 }
 
 // ---------------------------------------------------------------- connected apps
@@ -1060,33 +1030,13 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
         .ok_or_else(|| bad("not_signed_in", "Sign in first."))?;
     remember(req, |ctx| ctx.psu = Some(psu.clone()));
     let consent_id = field(&fields, "consent_id").unwrap_or_default();
-    let consent = state
-        .store
-        .consent(consent_id)
+    let consent = decision::withdraw(&state.store, &psu, consent_id, state.clock.now())
         .await
-        .map_err(broken)?
-        .filter(|c| c.psu.as_deref() == Some(psu.as_str()) && c.kind != Kind::DomesticPayment)
-        .ok_or_else(|| {
-            page_error(
-                StatusCode::FORBIDDEN,
-                "consent_not_the_customers",
-                "That is not one of your connected apps.".into(),
-            )
-        })?;
+        .map_err(refused)?;
     remember(req, |ctx| {
         ctx.client_id = Some(consent.client_id.clone());
         ctx.consent_id = Some(consent.consent_id.clone());
     });
-    state
-        .store
-        .transition_consent(
-            &consent.consent_id,
-            &[Status::Authorised],
-            Status::Revoked,
-            &clock::ob_datetime(state.clock.now()),
-        )
-        .await
-        .map_err(broken)?;
     Ok(see_other("/connected-apps"))
 }
 
