@@ -204,7 +204,7 @@ impl Application {
             upstream_http,
             clock,
             routes: routes::RouteTable::new(ops::openapi::routes()),
-            password_checks: routes::authorize::PasswordChecks::new(2),
+            password_checks: crate::resources::signin::PasswordChecks::new(2),
         });
 
         let mtls_factory = {

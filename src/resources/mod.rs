@@ -6,6 +6,7 @@ pub mod consents;
 pub mod decision;
 pub mod payments;
 pub mod sandbox;
+pub mod signin;
 
 use crate::consent::Kind;
 use crate::store::StoreError;

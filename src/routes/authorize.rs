@@ -5,9 +5,6 @@
 //! A customer session is a random cookie (`__Host-`, `Secure`, `HttpOnly`, `SameSite=Lax`)
 //! naming server-side state that holds the CSRF token every form must echo.
 
-use std::collections::HashSet;
-use std::net::IpAddr;
-
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::http::{StatusCode, header};
 use actix_web::web::{Bytes, Data, Query};
@@ -28,7 +25,8 @@ use crate::resources::consents::{
     AccountAccessConsentDetails, DomesticPaymentConsentDetails, FundsConfirmationConsentDetails,
 };
 use crate::resources::decision::{self, Refusal};
-use crate::resources::sandbox::{self, format_minor};
+use crate::resources::sandbox::format_minor;
+use crate::resources::signin::{self, SignInError};
 use crate::store::{AccountRecord, ConsentRecord};
 
 const SESSION_COOKIE: &str = "__Host-obgate-session";
@@ -296,102 +294,6 @@ async fn start(
     Ok(res)
 }
 
-/// Slots for password checks (each scrypt holds 32 MiB and tens of milliseconds of a core):
-/// a few at a time in all, and at most one at a time per peer address.
-pub struct PasswordChecks {
-    slots: tokio::sync::Semaphore,
-    busy: std::sync::Mutex<HashSet<IpAddr>>,
-}
-
-/// A peer's turn at the password check; it ends when dropped, also while still waiting.
-struct Turn<'a> {
-    peer: Option<IpAddr>,
-    busy: &'a std::sync::Mutex<HashSet<IpAddr>>,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        if let Some(peer) = self.peer {
-            self.busy
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&peer);
-        }
-    }
-}
-
-/// A held password-check slot.
-struct Slot<'a> {
-    _permit: tokio::sync::SemaphorePermit<'a>,
-    _turn: Turn<'a>,
-}
-
-impl PasswordChecks {
-    pub fn new(slots: usize) -> Self {
-        Self {
-            slots: tokio::sync::Semaphore::new(slots),
-            busy: std::sync::Mutex::default(),
-        }
-    }
-
-    /// A slot, waiting for one if all are taken; `None` if `peer` already has its turn.
-    async fn acquire(&self, peer: Option<IpAddr>) -> Option<Slot<'_>> {
-        if let Some(ip) = peer {
-            let fresh = self
-                .busy
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(ip);
-            if !fresh {
-                return None;
-            }
-        }
-        let turn = Turn {
-            peer,
-            busy: &self.busy,
-        };
-        let permit = self.slots.acquire().await.ok()?;
-        Some(Slot {
-            _permit: permit,
-            _turn: turn,
-        })
-    }
-}
-
-/// Checks a customer's password; the same answer whether the user exists or not. `None`: the
-/// caller already has a check in flight and must wait for it.
-async fn password_ok(
-    req: &HttpRequest,
-    state: &AppState,
-    username: &str,
-    password: &str,
-) -> Result<Option<bool>, PageError> {
-    // Nothing a username could be: refused before it reaches the database.
-    if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
-        return Ok(Some(false));
-    }
-    // scrypt costs 32 MiB and tens of milliseconds: a few at a time, whatever arrives, and
-    // one at a time per peer, so no caller can hold every slot.
-    let peer = req.peer_addr().map(|a| a.ip());
-    let Some(_slot) = state.password_checks.acquire(peer).await else {
-        return Ok(None);
-    };
-    let customer = state.store.customer(username).await.map_err(broken)?;
-    let stored = customer.map(|c| c.password_hash);
-    let password = password.to_string();
-    let ok = actix_web::rt::task::spawn_blocking(move || match stored {
-        Some(h) => sandbox::verify_password(&password, &h),
-        None => {
-            // Spend the same work on unknown users, so timing does not tell who exists.
-            let _ = sandbox::hash_password(&password);
-            false
-        }
-    })
-    .await
-    .map_err(broken)?;
-    Ok(Some(ok))
-}
-
 #[utoipa::path(post, path = "/authorize/login", tag = "customer",
     responses((status = 200, description = "Consent page (HTML)", content_type = "text/html"),
         (status = 401, description = "Wrong username or password (HTML)", content_type = "text/html"),
@@ -429,13 +331,6 @@ async fn login_step(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
     }
 }
 
-/// Failed sign-ins for one username before it is paused, and for how long.
-const MAX_FAILURES: u64 = 5;
-const LOCKOUT_SECS: i64 = 900;
-/// Sign-in attempts one peer address may make in that time, whatever the usernames: this
-/// bounds the counters an unauthenticated peer can create in shared state.
-const MAX_PEER_ATTEMPTS: u64 = 100;
-
 /// A refused sign-in, as the page shows it.
 struct SignInRefusal {
     status: StatusCode,
@@ -443,9 +338,7 @@ struct SignInRefusal {
     message: &'static str,
 }
 
-/// The sign-in form's check: per-peer and per-username throttling, each attempt counted by an
-/// atomic increment before the password is looked at (parallel guesses cannot all be
-/// checked), then the password. Returns the customer signed in, or why not.
+/// The sign-in form's check (resources::signin), its refusals as the page shows them.
 async fn check_sign_in(
     req: &HttpRequest,
     state: &AppState,
@@ -456,50 +349,44 @@ async fn check_sign_in(
     remember(req, |ctx| {
         ctx.psu = Some(username.chars().take(64).collect())
     });
-    let now = state.clock.now().unix_timestamp();
-    let peer = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-    let tries_from_peer = state
-        .state
-        .incr(&format!("login-peer:{peer}"), now + LOCKOUT_SECS, now)
-        .await
-        .map_err(broken)?;
-    if tries_from_peer > MAX_PEER_ATTEMPTS {
-        return Ok(Err(SignInRefusal {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            reason: "login_paused_for_peer",
-            message: "Too many sign-in attempts from this address. Try again in 15 minutes.",
-        }));
-    }
-    let failures_key = format!("login-failures:{}", digest(username));
-    let attempt = state
-        .state
-        .incr(&failures_key, now + LOCKOUT_SECS, now)
-        .await
-        .map_err(broken)?;
-    if attempt > MAX_FAILURES {
-        return Ok(Err(SignInRefusal {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            reason: "login_paused",
-            message: "Too many failed attempts for this username. Try again in 15 minutes.",
-        }));
-    }
-    match password_ok(req, state, username, password).await? {
-        Some(true) => {
-            state.state.delete(&failures_key).await.map_err(broken)?;
-            Ok(Ok(username.to_string()))
+    let attempt = signin::Attempt {
+        peer: req.peer_addr().map(|a| a.ip()),
+        username,
+        password,
+        now: state.clock.unix(),
+    };
+    let refused = |status, reason, message| {
+        Ok(Err(SignInRefusal {
+            status,
+            reason,
+            message,
+        }))
+    };
+    match signin::sign_in(&state.state, &state.store, &state.password_checks, attempt).await {
+        Ok(psu) => Ok(Ok(psu)),
+        Err(SignInError::PausedForPeer) => refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "login_paused_for_peer",
+            "Too many sign-in attempts from this address. Try again in 15 minutes.",
+        ),
+        Err(SignInError::Paused) => refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "login_paused",
+            "Too many failed attempts for this username. Try again in 15 minutes.",
+        ),
+        Err(SignInError::WrongPassword) => refused(
+            StatusCode::UNAUTHORIZED,
+            "login_failed",
+            "That username and password did not match. Try again.",
+        ),
+        Err(SignInError::Busy) => refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "login_busy",
+            "A sign-in from this address is still being checked. Try again in a moment.",
+        ),
+        Err(e @ (SignInError::State(_) | SignInError::Store(_) | SignInError::Check(_))) => {
+            Err(broken(e))
         }
-        Some(false) => Ok(Err(SignInRefusal {
-            status: StatusCode::UNAUTHORIZED,
-            reason: "login_failed",
-            message: "That username and password did not match. Try again.",
-        })),
-        None => Ok(Err(SignInRefusal {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            reason: "login_busy",
-            message: "A sign-in from this address is still being checked. Try again in a moment.",
-        })),
     }
 }
 

@@ -42,7 +42,7 @@ pub struct AppState {
     /// Every route and its methods, for `405 Allow` and wrong-listener answers.
     pub routes: RouteTable,
     /// Bounds concurrent password checks (each scrypt holds 32 MiB), one per peer at a time.
-    pub password_checks: authorize::PasswordChecks,
+    pub password_checks: crate::resources::signin::PasswordChecks,
 }
 
 /// The protected resource routes (method, route template): the policy must cover each.
