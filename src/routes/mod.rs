@@ -2,7 +2,9 @@
 
 pub mod authorize;
 pub mod banking;
+pub mod connected_apps;
 pub mod consents;
+mod customer;
 pub mod deadline;
 pub mod discovery;
 pub mod edge;
@@ -186,10 +188,10 @@ pub fn public(cfg: &mut web::ServiceConfig) {
     cfg.service(authorize::authorize)
         .service(authorize::authorize_login)
         .service(authorize::authorize_decision)
-        .service(authorize::connected_apps)
-        .service(authorize::connected_apps_login)
-        .service(authorize::connected_apps_revoke)
-        .service(authorize::connected_apps_logout);
+        .service(connected_apps::connected_apps)
+        .service(connected_apps::connected_apps_login)
+        .service(connected_apps::connected_apps_revoke)
+        .service(connected_apps::connected_apps_logout);
     discovery::configure(cfg);
     cfg.default_service(web::to(error::not_found));
 }
