@@ -9,7 +9,7 @@ use super::authorize::{
     self, IssuedCode, USED_CODE_MEMORY, code_key, pkce_matches, random_token, used_code_key,
 };
 use super::token::{CustomerGrant, MintedToken, TokenService};
-use super::{OAuthError, ScopeSet};
+use super::{OAuthError, ScopeSet, client_credentials_scope};
 use time::OffsetDateTime;
 
 use crate::consent::Kind;
@@ -114,6 +114,27 @@ impl GrantContext<'_> {
             &consent.client_id,
             psu,
         ))
+    }
+
+    /// RFC 6749 §4.4: a token for the client itself (no customer), with the scopes it asked
+    /// for within what its roles `allowed` (see [`client_credentials_scope`]).
+    pub fn client_credentials(
+        &self,
+        client: &Client,
+        cert: &VerifiedClientCert,
+        requested: Option<&str>,
+        allowed: &ScopeSet,
+        now: i64,
+    ) -> Result<MintedToken, OAuthError> {
+        let scope = client_credentials_scope(requested, allowed)?;
+        self.tokens.mint(
+            &client.client_id,
+            scope,
+            cert,
+            None,
+            self.settings.access_token_lifetime,
+            now,
+        )
     }
 
     fn mint(

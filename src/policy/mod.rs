@@ -128,7 +128,6 @@ impl Denied {
 
 #[derive(Debug)]
 pub struct Policy {
-    access_token_lifetime: i64,
     grants: GrantSettings,
     require_signed_request_object: bool,
     request_uri_lifetime: i64,
@@ -160,12 +159,7 @@ impl Policy {
         parse::parse(path, text, known_routes)
     }
 
-    /// Access-token lifetime in seconds.
-    pub fn access_token_lifetime(&self) -> i64 {
-        self.access_token_lifetime
-    }
-
-    /// Lifetimes and rotation for the customer grants.
+    /// Token lifetimes and refresh rotation for the grants.
     pub fn grant_settings(&self) -> GrantSettings {
         self.grants
     }

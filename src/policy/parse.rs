@@ -132,7 +132,6 @@ pub(super) fn parse(
         return Err(PolicyError::Invalid(issues.found));
     }
     Ok(Policy {
-        access_token_lifetime: lifetimes.access_token,
         grants: GrantSettings {
             access_token_lifetime: lifetimes.access_token,
             refresh_token_lifetime: lifetimes.refresh_token,

@@ -12,7 +12,7 @@ use super::edge::{AnonymousView, AuditNote, remember};
 use super::pages::{self, ConnectedApp};
 use crate::consent::{Kind, Status};
 use crate::oauth::authorize::{digest, random_token};
-use crate::resources::decision::{self};
+use crate::resources::decision;
 
 #[utoipa::path(get, path = "/connected-apps", tag = "customer",
     responses((status = 200, description = "Sign-in form, or the customer's connected apps (HTML)", content_type = "text/html")))]

@@ -15,11 +15,11 @@ use super::error::ApiError;
 use super::guard::{client_cert, within_rate_limit};
 use crate::audit::Outcome;
 use crate::consent::{Kind, Status};
+use crate::oauth::OAuthError;
 use crate::oauth::authorize::{self, form_params, random_token};
 use crate::oauth::grants::GrantContext;
 use crate::oauth::request_object;
 use crate::oauth::token::{Confirmation, TokenRejection};
-use crate::oauth::{OAuthError, client_credentials_scope};
 use crate::registry::{Client, ClientId};
 use crate::tls::VerifiedClientCert;
 
@@ -240,24 +240,17 @@ pub async fn token(
     let (client, cert) = authenticate(&req, &state, text("client_id")).await?;
     let policy = state.policy.load();
     let now = state.clock.now().unix_timestamp();
+    let grants = GrantContext {
+        store: &state.store,
+        state: &state.state,
+        tokens: &state.tokens,
+        settings: policy.grant_settings(),
+    };
     let (minted, refresh_token, id_token, consent_id) = if grant_type == "client_credentials" {
-        let scope = client_credentials_scope(text("scope"), &policy.scopes_for(&client.roles))?;
-        let minted = state.tokens.mint(
-            &client.client_id,
-            scope,
-            &cert,
-            None,
-            policy.access_token_lifetime(),
-            now,
-        )?;
+        let allowed = policy.scopes_for(&client.roles);
+        let minted = grants.client_credentials(&client, &cert, text("scope"), &allowed, now)?;
         (minted, None, None, None)
     } else {
-        let grants = GrantContext {
-            store: &state.store,
-            state: &state.state,
-            tokens: &state.tokens,
-            settings: policy.grant_settings(),
-        };
         let issued = if grant_type == "authorization_code" {
             grants.exchange_code(&params, &client, &cert, now).await
         } else {
