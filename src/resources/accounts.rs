@@ -392,3 +392,55 @@ pub fn restrict_upstream(
     value["Data"] = json!({ key: kept });
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::{AccountIds, Kind, Status};
+
+    fn consent(permissions: &str) -> ConsentRecord {
+        ConsentRecord {
+            consent_id: "aac-1".into(),
+            kind: Kind::AccountAccess,
+            client_id: "tpp".into(),
+            status: Status::Authorised,
+            data: format!(r#"{{"Permissions":{permissions}}}"#),
+            risk: "{}".into(),
+            created_at: String::new(),
+            status_updated_at: String::new(),
+            idempotency_key: None,
+            request_hash: None,
+            psu: Some("alice".into()),
+            account_ids: AccountIds(vec!["acc-1".into()]),
+        }
+    }
+
+    #[test]
+    fn an_upstream_answer_that_cannot_be_checked_is_refused_not_relayed() {
+        let c = consent(r#"["ReadAccountsBasic"]"#);
+        for body in [
+            &b"<html>accounts</html>"[..],
+            br#"{"Data":{}}"#,
+            br#"{"Data":{"Account":{}}}"#,
+        ] {
+            assert!(
+                matches!(
+                    restrict_upstream(&c, AccountRead::Accounts, None, body),
+                    Err(ResourceError::UpstreamUnreadable(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let kept = restrict_upstream(
+            &c,
+            AccountRead::Accounts,
+            None,
+            br#"{"Data":{"Account":[{"AccountId":"acc-1","Account":[{}]},{"AccountId":"acc-2"},"x"]}}"#,
+        );
+        assert!(
+            matches!(&kept, Ok(v) if v["Data"]["Account"] == json!([{"AccountId": "acc-1"}])),
+            "{kept:?}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use super::customer::*;
 use super::edge::{AnonymousView, AuditNote, remember};
 use super::pages::{self, ConnectedApp};
 use crate::consent::{Kind, Status};
-use crate::oauth::authorize::{digest, random_token};
+use crate::oauth::authorize::random_token;
 use crate::resources::decision;
 
 #[utoipa::path(get, path = "/connected-apps", tag = "customer",
@@ -56,19 +56,8 @@ fn anonymous_login(status: StatusCode, message: Option<&str>) -> PageResult {
 
 /// The anonymous sign-in form's CSRF check: the field echoes the cookie.
 fn checked_anonymous_csrf(req: &HttpRequest, fields: &[(String, String)]) -> Result<(), PageError> {
-    let sent = field(fields, "csrf").unwrap_or_default();
     let kept = req.cookie(CSRF_COOKIE);
-    let kept = kept.as_ref().map_or("", |c| c.value());
-    if sent.is_empty() || !openssl::memcmp::eq(digest(sent).as_bytes(), digest(kept).as_bytes()) {
-        return Err(page_error(
-            StatusCode::FORBIDDEN,
-            "csrf_failed",
-            "This form was not sent from this bank's page (CSRF check failed). Open the page \
-             again and sign in."
-                .into(),
-        ));
-    }
-    Ok(())
+    csrf_echoed(fields, kept.as_ref().map_or("", |c| c.value()))
 }
 
 async fn apps_page(state: &AppState, psu: &str, csrf: &str) -> PageResult {

@@ -169,17 +169,25 @@ pub(super) async fn checked_session(
             "Your session has expired. Go back to the app and start again.".into(),
         )
     })?;
+    csrf_echoed(fields, &session.csrf)?;
+    Ok((id, session))
+}
+
+/// The form's `csrf` field is `expected` (compared in constant time, over digests so lengths
+/// tell nothing either); an empty token never matches.
+pub(super) fn csrf_echoed(fields: &[(String, String)], expected: &str) -> Result<(), PageError> {
     let sent = field(fields, "csrf").unwrap_or_default();
-    if !openssl::memcmp::eq(digest(sent).as_bytes(), digest(&session.csrf).as_bytes())
-        || sent.is_empty()
+    if sent.is_empty() || !openssl::memcmp::eq(digest(sent).as_bytes(), digest(expected).as_bytes())
     {
         return Err(page_error(
             StatusCode::FORBIDDEN,
             "csrf_failed",
-            "This form was not sent from this bank's page (CSRF check failed).".into(),
+            "This form was not sent from this bank's page (CSRF check failed). Open the page \
+             again."
+                .into(),
         ));
     }
-    Ok((id, session))
+    Ok(())
 }
 
 /// A refused sign-in, as the page shows it.
