@@ -1,17 +1,26 @@
 //! Durable storage: the client registry, consents, token revocations and the audit log.
 //! The backend is chosen from the database URL's scheme; an unknown scheme is refused.
 
+mod audit;
+mod bank;
 mod breaker;
-pub mod postgres;
+mod clients;
+mod consents;
+mod grants;
+mod payments;
+mod postgres;
+mod revocations;
 mod sql;
-pub mod sqlite;
+mod sqlite;
 
-use serde::Serialize;
+pub use audit::{AuditQuery, AuditRecord};
+pub use bank::{AccountRecord, CustomerRecord, SandboxSeed, TransactionQuery, TransactionRecord};
+pub use clients::NewClient;
+pub use grants::{GrantRecord, RefreshLookup};
+pub use payments::{PaymentRecord, PaymentRefused};
 
 pub use crate::consent::ConsentRecord;
-use crate::consent::{Kind, Status};
 pub use crate::registry::CertRecord;
-use crate::registry::{Client, ClientId, ClientStatus};
 
 use postgres::PgStore;
 use sqlite::SqliteStore;
@@ -150,84 +159,12 @@ impl Store {
         Self::connect_with(url, Migrations::Apply).await
     }
 
-    /// Appends a batch of audit events to the chain, continuing from the stored head under the
-    /// audit table's write lock.
-    pub async fn append_audit_chained<E>(
-        &self,
-        chain: impl FnOnce(Option<(i64, String)>) -> Result<Vec<AuditRecord>, E>,
-    ) -> Result<Result<Vec<AuditRecord>, E>, StoreError> {
+    pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(s) => s.append_audit_chained(chain).await,
-            Self::Postgres(p) => {
-                p.admit()?;
-                let result =
-                    tokio::time::timeout(postgres::CALL_TIMEOUT, p.append_audit_chained(chain))
-                        .await
-                        .unwrap_or(Err(StoreError::NoAnswer));
-                p.observe(result.as_ref().err());
-                result
-            }
+            Self::Sqlite(s) => s.ping().await,
+            Self::Postgres(pg) => pg.call(pg.sql.ping()).await,
         }
     }
-}
-
-/// Both backends answer the same calls; this forwards each to the one in use.
-macro_rules! delegate {
-    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)* ) -> $ret:ty; )*) => {
-        impl Store {
-            $(
-                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    match self {
-                        Self::Sqlite(s) => s.$name($($arg),*).await,
-                        Self::Postgres(p) => {
-                            p.admit()?;
-                            let result = tokio::time::timeout(postgres::CALL_TIMEOUT, p.$name($($arg),*))
-                                .await
-                                .unwrap_or_else(|_| Err(StoreError::NoAnswer.into()));
-                            p.observe(result.as_ref().err().and_then(StoreFailure::store_error));
-                            result
-                        }
-                    }
-                }
-            )*
-        }
-    };
-}
-
-delegate! {
-    fn ping(&self) -> Result<(), StoreError>;
-    fn insert_client(&self, new: &NewClient, now: &str) -> Result<(), StoreError>;
-    fn client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
-    fn clients(&self) -> Result<Vec<Client>, StoreError>;
-    fn set_client_status(&self, id: &ClientId, status: ClientStatus, now: &str) -> Result<bool, StoreError>;
-    fn self_signed_thumbprints(&self) -> Result<Vec<String>, StoreError>;
-    fn client_certificates(&self) -> Result<Vec<(String, CertRecord)>, StoreError>;
-    fn insert_consent(&self, c: &ConsentRecord) -> Result<(), StoreError>;
-    fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError>;
-    fn consent_by_idempotency_key(&self, client_id: &str, kind: Kind, key: &str) -> Result<Option<ConsentRecord>, StoreError>;
-    fn set_consent_status(&self, id: &str, status: Status, now: &str) -> Result<bool, StoreError>;
-    fn transition_consent(&self, id: &str, from: &[Status], to: Status, now: &str) -> Result<bool, StoreError>;
-    fn authorise_consent(&self, id: &str, psu: &str, account_ids: &[String], now: &str) -> Result<bool, StoreError>;
-    fn consents_of_psu(&self, psu: &str) -> Result<Vec<ConsentRecord>, StoreError>;
-    fn seed_sandbox(&self, seed: &SandboxSeed) -> Result<bool, StoreError>;
-    fn customer(&self, username: &str) -> Result<Option<CustomerRecord>, StoreError>;
-    fn accounts_of(&self, owner: &str) -> Result<Vec<AccountRecord>, StoreError>;
-    fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError>;
-    fn transactions(&self, q: &TransactionQuery) -> Result<(Vec<TransactionRecord>, i64), StoreError>;
-    fn insert_grant(&self, g: &GrantRecord, refresh_hash: &str) -> Result<(), StoreError>;
-    fn refresh_lookup(&self, hash: &str) -> Result<RefreshLookup, StoreError>;
-    fn rotate_refresh(&self, old_hash: &str, new_hash: &str, grant_id: &str, now: i64) -> Result<bool, StoreError>;
-    fn add_grant_token(&self, grant_id: &str, jti: &str, expires_at: i64) -> Result<(), StoreError>;
-    fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
-    fn create_payment(&self, p: &PaymentRecord, t: &TransactionRecord) -> Result<PaymentRecord, PaymentRefused>;
-    fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError>;
-    fn payment_by_idempotency_key(&self, client_id: &str, key: &str) -> Result<Option<PaymentRecord>, StoreError>;
-    fn insert_funds_confirmation(&self, id: &str, consent_id: &str, client_id: &str, data: &str, now: &str) -> Result<(), StoreError>;
-    fn insert_revocation(&self, jti: &str, client_id: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
-    fn live_revocations(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
-    fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
-    fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
-    fn audit_event_ids_present(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
 }
 
 /// `applied` must be exactly `known`: anything missing is pending, anything extra is unknown.
@@ -253,159 +190,6 @@ pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
         sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::SchemaUnknown(v),
         other => StoreError::Migrate(other),
     }
-}
-
-/// A client to register, with the certificate it registered over.
-pub struct NewClient {
-    pub client: crate::registry::Client,
-    pub cert: CertRecord,
-}
-
-/// A sandbox bank customer (PSU).
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct CustomerRecord {
-    pub username: String,
-    pub display_name: String,
-    pub password_hash: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
-pub struct AccountRecord {
-    pub account_id: String,
-    pub owner: String,
-    pub currency: String,
-    pub account_type: String,
-    pub account_sub_type: String,
-    pub nickname: String,
-    pub scheme_name: String,
-    pub identification: String,
-    pub name: String,
-    pub opened_at: String,
-    pub balance_minor: i64,
-    pub updated_at: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
-pub struct TransactionRecord {
-    pub transaction_id: String,
-    pub account_id: String,
-    pub booked_at: String,
-    pub amount_minor: i64,
-    pub credit_debit: String,
-    pub code: String,
-    pub reference: String,
-    pub description: String,
-    pub counterparty: String,
-    pub balance_after_minor: i64,
-}
-
-/// Which transactions of one account to read, and which page.
-#[derive(Clone, Debug)]
-pub struct TransactionQuery {
-    pub account_id: String,
-    /// Inclusive lower bound on `booked_at` (UTC RFC 3339).
-    pub from: Option<String>,
-    /// Inclusive upper bound on `booked_at`.
-    pub to: Option<String>,
-    pub credits: bool,
-    pub debits: bool,
-    pub offset: i64,
-    pub limit: i64,
-}
-
-/// Everything the sandbox bank is seeded with, written in one transaction.
-pub struct SandboxSeed {
-    pub customers: Vec<CustomerRecord>,
-    pub accounts: Vec<AccountRecord>,
-    pub transactions: Vec<TransactionRecord>,
-}
-
-/// An authorization grant (what one authorization code was exchanged for).
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct GrantRecord {
-    pub grant_id: String,
-    pub client_id: String,
-    pub cert_thumbprint: String,
-    pub consent_id: String,
-    pub scope: String,
-    pub status: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-}
-
-/// What a refresh token's hash leads to.
-#[derive(Clone, Debug)]
-pub enum RefreshLookup {
-    Unknown,
-    /// The current refresh token of its grant.
-    Active(GrantRecord),
-    /// A token rotated out earlier: presenting it again is reuse.
-    RotatedOut(GrantRecord),
-}
-
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct PaymentRecord {
-    pub payment_id: String,
-    pub consent_id: String,
-    pub client_id: String,
-    pub account_id: String,
-    pub transaction_id: String,
-    pub status: String,
-    pub data: String,
-    pub created_at: String,
-    pub status_updated_at: String,
-    pub idempotency_key: String,
-    pub request_hash: String,
-}
-
-/// Why a payment could not be recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum PaymentRefused {
-    #[error("consent {0} has already been used for a payment, or is no longer authorised")]
-    ConsentNotAuthorised(String),
-    #[error("x-idempotency-key was already used by this client")]
-    IdempotencyKeyTaken,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// One audit event as stored, chain fields included (SPEC §7).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct AuditRecord {
-    pub seq: i64,
-    pub ts: String,
-    pub interaction_id: String,
-    pub peer_ip: Option<String>,
-    pub client_id: Option<String>,
-    pub cert_thumbprint: Option<String>,
-    pub cert_subject: Option<String>,
-    pub cert_serial: Option<String>,
-    pub method: String,
-    pub route: String,
-    pub status: i64,
-    pub outcome: String,
-    pub reason: Option<String>,
-    pub token_jti: Option<String>,
-    pub consent_id: Option<String>,
-    /// Absent from the hashed form when empty, so events written before the column existed
-    /// keep their hashes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub psu: Option<String>,
-    pub latency_us: i64,
-    pub prev_hash: String,
-    pub hash: String,
-    /// The writer's own id for the event; not part of the hashed form, not exported.
-    #[serde(skip_serializing)]
-    pub event_id: Option<String>,
-}
-
-/// Filters for reading the audit log; `from`/`to` are RFC 3339 timestamps (inclusive, exclusive).
-#[derive(Clone, Debug, Default)]
-pub struct AuditQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub after_seq: i64,
-    pub limit: i64,
 }
 
 #[cfg(test)]

@@ -1,25 +1,21 @@
 //! The PostgreSQL backend, for production and several instances. `obgate migrate` applies the
 //! schema; `obgate serve` refuses a database whose schema is behind or ahead of this binary.
 
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{PgPool as Pool, Row};
+use sqlx::{Postgres, Transaction};
 
 use super::breaker::{Breaker, Check};
-use super::sql::{ClientRow, shared_store_methods};
-use super::{
-    AccountRecord, AuditQuery, AuditRecord, CertRecord, ConsentRecord, CustomerRecord, GrantRecord,
-    Migrations, NewClient, PaymentRecord, PaymentRefused, RefreshLookup, SandboxSeed, StoreError,
-    TransactionQuery, TransactionRecord,
-};
-use crate::consent::{Kind, Status};
-use crate::registry::{Client, ClientId, ClientStatus, Role};
+use super::sql::{Dialect, SqlStore};
+use super::{Migrations, StoreError, StoreFailure};
 
-/// A client with its active certificates' thumbprints and issuers, each as one column.
-const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.auth_method, \
+impl Dialect for Postgres {
+    const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.auth_method, \
      c.subject_dn, c.redirect_uris, c.jwks, c.created_at, \
      COALESCE((SELECT string_agg(thumbprint, ',') FROM client_certificates cc \
                WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS thumbprints, \
@@ -27,20 +23,40 @@ const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.au
                WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS issuers \
      FROM clients c";
 
-/// Moves a consent from any status in the JSON array `$4` to `$1`.
-const TRANSITION_CONSENT: &str = "UPDATE consents SET status = $1, status_updated_at = $2 \
+    const TRANSITION_CONSENT: &str = "UPDATE consents SET status = $1, status_updated_at = $2 \
      WHERE consent_id = $3 AND status IN (SELECT jsonb_array_elements_text(CAST($4 AS jsonb)))";
 
-type Db = sqlx::Postgres;
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    /// An advisory lock needs no table privilege beyond INSERT (the log can be append-only for
+    /// the gateway's role); waiting for it is bounded, so a stuck instance cannot hold every
+    /// other one's audit writer.
+    async fn begin_audit(
+        conn: &mut PoolConnection<Self>,
+    ) -> Result<Transaction<'_, Self>, StoreError> {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        sqlx::query("SET LOCAL lock_timeout = '2s'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
 
 /// The advisory lock key that serialises audit appends ("obgate" in ASCII).
 const AUDIT_LOCK: i64 = 0x6f62_6761_7465;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The production backend: the shared statements behind a breaker, each call bounded.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: Pool,
+    pub(super) sql: SqlStore<Postgres>,
     breaker: Arc<Breaker>,
 }
 
@@ -61,7 +77,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest a call may take. Its parts are bounded (a connection 2 s, the audit lock 2 s,
 /// each statement 10 s on the server), so a call still unanswered after this waits on a host
 /// that has gone silent (TCP would take minutes to say so).
-pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// With every connection taken, how long the database must have answered nothing for a pool
 /// timeout to count as an outage: longer than a statement may run.
@@ -82,14 +98,28 @@ impl Drop for ProbeGuard {
 }
 
 impl PgStore {
+    /// One storage call: refused at once while the breaker is open, bounded by
+    /// [`CALL_TIMEOUT`], and its outcome shown to the breaker.
+    pub(super) async fn call<T, E>(&self, call: impl Future<Output = Result<T, E>>) -> Result<T, E>
+    where
+        E: From<StoreError> + StoreFailure,
+    {
+        self.admit()?;
+        let result = tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::NoAnswer.into()));
+        self.observe(result.as_ref().err().and_then(StoreFailure::store_error));
+        result
+    }
+
     /// Whether to call the database now (see [`Breaker`]). The probe is a `SELECT 1` in the
     /// background, bounded by [`PROBE_TIMEOUT`], so no caller waits on a database still away.
-    pub(super) fn admit(&self) -> Result<(), StoreError> {
+    fn admit(&self) -> Result<(), StoreError> {
         match self.breaker.check() {
             Check::Closed => Ok(()),
             Check::Open => Err(StoreError::Unreachable),
             Check::ProbeDue => {
-                let pool = self.pool.clone();
+                let pool = self.sql.pool.clone();
                 let mut guard = ProbeGuard {
                     breaker: Arc::clone(&self.breaker),
                     answered: false,
@@ -112,10 +142,10 @@ impl PgStore {
     }
 
     /// After a call: trips the breaker if its error says the database is away.
-    pub(super) fn observe(&self, error: Option<&StoreError>) {
+    fn observe(&self, error: Option<&StoreError>) {
         match error {
             None => self.breaker.answered(),
-            Some(e) if outage(e, &self.pool, self.breaker.silent_for()) => self.breaker.trip(),
+            Some(e) if outage(e, &self.sql.pool, self.breaker.silent_for()) => self.breaker.trip(),
             // The server answered, if only to refuse.
             Some(StoreError::Db(sqlx::Error::Database(_))) => self.breaker.answered(),
             Some(_) => {}
@@ -142,31 +172,10 @@ impl PgStore {
             Migrations::RequireCurrent => require_current(&pool).await?,
         }
         Ok(Self {
-            pool,
+            sql: SqlStore { pool },
             breaker: Arc::new(Breaker::new(FAIL_FAST_FOR)),
         })
     }
-
-    /// A transaction holding the audit chain's lock: appends from every instance are
-    /// serialised, so the chain stays one chain.
-    async fn begin_audit(
-        conn: &mut sqlx::pool::PoolConnection<Db>,
-    ) -> Result<sqlx::Transaction<'_, Db>, StoreError> {
-        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
-        // An advisory lock needs no table privilege beyond INSERT (the log can be append-only
-        // for the gateway's role); waiting for it is bounded, so a stuck instance cannot hold
-        // every other one's audit writer.
-        sqlx::query("SET LOCAL lock_timeout = '2s'")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(AUDIT_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
-    }
-
-    shared_store_methods!();
 }
 
 /// Whether `e` says the database is away, as opposed to busy or refusing one statement: only

@@ -5,23 +5,20 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool as Pool};
+use sqlx::{Sqlite, Transaction};
 
-use super::sql::{ClientRow, shared_store_methods};
+use super::StoreError;
+use super::sql::{Dialect, SqlStore};
 
-use super::{
-    AccountRecord, AuditQuery, AuditRecord, CertRecord, ConsentRecord, CustomerRecord, GrantRecord,
-    NewClient, PaymentRecord, PaymentRefused, RefreshLookup, SandboxSeed, StoreError,
-    TransactionQuery, TransactionRecord,
-};
-use crate::consent::{Kind, Status};
-use crate::registry::{Client, ClientId, ClientStatus, Role};
+/// The embedded backend.
+pub type SqliteStore = SqlStore<Sqlite>;
 
-/// A client with its active certificates' thumbprints and issuers, each as one column.
-const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.auth_method, \
+impl Dialect for Sqlite {
+    const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.auth_method, \
      c.subject_dn, c.redirect_uris, c.jwks, c.created_at, \
      COALESCE((SELECT group_concat(thumbprint, ',') FROM client_certificates cc \
                WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS thumbprints, \
@@ -29,18 +26,23 @@ const CLIENT_SELECT: &str = "SELECT c.client_id, c.name, c.status, c.roles, c.au
                WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS issuers \
      FROM clients c";
 
-/// Moves a consent from any status in the JSON array `$4` to `$1`.
-const TRANSITION_CONSENT: &str = "UPDATE consents SET status = $1, status_updated_at = $2 \
+    const TRANSITION_CONSENT: &str = "UPDATE consents SET status = $1, status_updated_at = $2 \
      WHERE consent_id = $3 AND status IN (SELECT value FROM json_each($4))";
 
-type Db = sqlx::Sqlite;
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    /// `BEGIN IMMEDIATE` takes SQLite's write lock with the first statement, which serialises
+    /// audit appends across processes sharing the file.
+    async fn begin_audit(
+        conn: &mut PoolConnection<Self>,
+    ) -> Result<Transaction<'_, Self>, StoreError> {
+        Ok(sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await?)
+    }
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: Pool,
-}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at a `sqlite://PATH` URL and migrates it.
@@ -69,14 +71,4 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await.map_err(super::migrate_error)?;
         Ok(Self { pool })
     }
-
-    /// A transaction holding SQLite's write lock from its first statement (`BEGIN IMMEDIATE`),
-    /// which serialises audit appends across processes sharing the file.
-    async fn begin_audit(
-        conn: &mut sqlx::pool::PoolConnection<Db>,
-    ) -> Result<sqlx::Transaction<'_, Db>, StoreError> {
-        Ok(sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await?)
-    }
-
-    shared_store_methods!();
 }
