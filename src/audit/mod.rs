@@ -54,6 +54,19 @@ impl Outcome {
     }
 }
 
+/// Who and what a request concerned, as far as the gateway has established it: the guard and
+/// the token endpoint's client authentication say whose token or which client, the extractors
+/// and grants which consent and token, the customer's sign-in which customer. The edge turns it
+/// into the request's event.
+#[derive(Clone, Debug, Default)]
+pub struct Subject {
+    pub client_id: Option<String>,
+    /// The bank customer a customer page acted for (the username they gave).
+    pub psu: Option<String>,
+    pub token_jti: Option<String>,
+    pub consent_id: Option<String>,
+}
+
 /// What happened, before it gets its place in the chain. Holds no token, code or key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditEvent {

@@ -394,11 +394,7 @@ async fn decide(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult 
         )
     })?;
     note_request(req, &request);
-    let psu = session
-        .psu
-        .clone()
-        .ok_or_else(|| bad("not_signed_in", "Sign in before deciding."))?;
-    remember(req, |ctx| ctx.psu = Some(psu.clone()));
+    let psu = signed_in(req, &session, "Sign in before deciding.")?;
     let issuer = &state.settings.server.public_url;
     let consent = pending_consent(state, &request)
         .await

@@ -155,10 +155,7 @@ pub async fn connected_apps_revoke(
 async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageResult {
     let fields = form_fields(body)?;
     let (_, session) = checked_session(req, state, &fields).await?;
-    let psu = session
-        .psu
-        .ok_or_else(|| bad("not_signed_in", "Sign in first."))?;
-    remember(req, |ctx| ctx.psu = Some(psu.clone()));
+    let psu = signed_in(req, &session, "Sign in first.")?;
     let consent_id = field(&fields, "consent_id").unwrap_or_default();
     let consent = decision::withdraw(&state.store, &psu, consent_id, state.clock.now())
         .await

@@ -92,7 +92,6 @@ where
 }
 
 async fn read<K: ConsentKind>(
-    req: &HttpRequest,
     auth: &Authorized,
     consent_id: &str,
     state: &AppState,
@@ -100,7 +99,6 @@ async fn read<K: ConsentKind>(
 where
     K::Details: utoipa::ToSchema + serde::Serialize,
 {
-    remember(req, |ctx| ctx.consent_id = Some(consent_id.to_string()));
     let response = consents::get::<K>(
         &state.store,
         &auth.client.client_id,
@@ -145,12 +143,11 @@ pub async fn create_account_access_consent(
 #[get("/open-banking/v3.1/aisp/account-access-consents/{ConsentId}")]
 #[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_account_access_consent(
-    req: HttpRequest,
     auth: Authorized,
     id: Path<String>,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    read::<AccountAccess>(&req, &auth, &id, &state).await
+    read::<AccountAccess>(&auth, &id, &state).await
 }
 
 /// Delete (revoke) an account-access consent.
@@ -165,12 +162,10 @@ pub async fn get_account_access_consent(
 #[delete("/open-banking/v3.1/aisp/account-access-consents/{ConsentId}")]
 #[tracing::instrument(name = "handler", skip_all)]
 pub async fn delete_account_access_consent(
-    req: HttpRequest,
     auth: Authorized,
     id: Path<String>,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    remember(&req, |ctx| ctx.consent_id = Some(id.to_string()));
     consents::revoke::<AccountAccess>(&state.store, &auth.client.client_id, &id, state.clock.now())
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -210,12 +205,11 @@ pub async fn create_domestic_payment_consent(
 #[get("/open-banking/v3.1/pisp/domestic-payment-consents/{ConsentId}")]
 #[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_domestic_payment_consent(
-    req: HttpRequest,
     auth: Authorized,
     id: Path<String>,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    read::<DomesticPayment>(&req, &auth, &id, &state).await
+    read::<DomesticPayment>(&auth, &id, &state).await
 }
 
 /// Create a funds-confirmation consent (CBPII).
@@ -251,10 +245,9 @@ pub async fn create_funds_confirmation_consent(
 #[get("/open-banking/v3.1/cbpii/funds-confirmation-consents/{ConsentId}")]
 #[tracing::instrument(name = "handler", skip_all)]
 pub async fn get_funds_confirmation_consent(
-    req: HttpRequest,
     auth: Authorized,
     id: Path<String>,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    read::<FundsConfirmation>(&req, &auth, &id, &state).await
+    read::<FundsConfirmation>(&auth, &id, &state).await
 }

@@ -93,6 +93,21 @@ pub(super) fn bad(reason: &'static str, msg: &str) -> PageError {
     page_error(StatusCode::BAD_REQUEST, reason, msg.to_string())
 }
 
+/// The customer this session signed in, recorded as whom the request concerned; `refusal`
+/// is shown to a session nobody signed in to.
+pub(super) fn signed_in(
+    req: &HttpRequest,
+    session: &Session,
+    refusal: &str,
+) -> Result<String, PageError> {
+    let psu = session
+        .psu
+        .clone()
+        .ok_or_else(|| bad("not_signed_in", refusal))?;
+    remember(req, |s| s.psu = Some(psu.clone()));
+    Ok(psu)
+}
+
 pub(super) fn session_key(id: &str) -> String {
     format!("session:{}", digest(id))
 }

@@ -13,7 +13,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::error::ob_body;
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{AuditEvent, Outcome, Subject};
 use crate::clock;
 use crate::registry::CertFacts;
 use crate::resources::codes;
@@ -45,24 +45,17 @@ impl AuditNote {
 #[derive(Clone, Copy, Debug)]
 pub struct AnonymousView;
 
-/// Who and what the request concerned, filled in by the guard and handlers as they learn it.
-#[derive(Clone, Debug, Default)]
-pub struct AuditContext {
-    pub client_id: Option<String>,
-    /// The bank customer a customer page acted for (the username they gave).
-    pub psu: Option<String>,
-    pub token_jti: Option<String>,
-    pub consent_id: Option<String>,
-}
-
-pub fn remember(req: &HttpRequest, f: impl FnOnce(&mut AuditContext)) {
+/// Adds to what the request's audit event will say it concerned. Called only where a fact is
+/// established (the guard, client authentication, the extractors, the grants' answers, the
+/// customer's sign-in), so a handler cannot forget it.
+pub(super) fn remember(req: &HttpRequest, f: impl FnOnce(&mut Subject)) {
     let mut ext = req.extensions_mut();
-    if let Some(ctx) = ext.get_mut::<AuditContext>() {
-        f(ctx);
+    if let Some(subject) = ext.get_mut::<Subject>() {
+        f(subject);
     } else {
-        let mut ctx = AuditContext::default();
-        f(&mut ctx);
-        ext.insert(ctx);
+        let mut subject = Subject::default();
+        f(&mut subject);
+        ext.insert(subject);
     }
 }
 
@@ -144,7 +137,7 @@ fn event_for<B>(
     let ctx = res
         .request()
         .extensions()
-        .get::<AuditContext>()
+        .get::<Subject>()
         .cloned()
         .unwrap_or_default();
     let cert = match PeerIdentity::of(res.request()) {

@@ -197,6 +197,10 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
         (None, None) => None,
         (rule, _) => Some(consent_for(state, &token, &client, rule).await?),
     };
+    // A request let through to a consent named in its path concerned that consent.
+    if let Some(id) = req.match_info().get("ConsentId") {
+        remember(req, |s| s.consent_id = Some(id.to_string()));
+    }
     Ok(Authorized {
         cert,
         token,

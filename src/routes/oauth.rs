@@ -19,7 +19,7 @@ use crate::oauth::OAuthError;
 use crate::oauth::authorize::{self, form_params, random_token};
 use crate::oauth::grants::GrantContext;
 use crate::oauth::request_object;
-use crate::oauth::token::{Confirmation, TokenRejection};
+use crate::oauth::token::{AccessTokenClaims, Confirmation, MintedToken, TokenRejection};
 use crate::registry::{Client, ClientId};
 use crate::tls::VerifiedClientCert;
 
@@ -189,6 +189,21 @@ async fn authenticate(
     Ok((client, cert))
 }
 
+/// Verifies a token presented to `/introspect` or `/revoke` (by its client, not necessarily
+/// over the connection it is bound to); a token that verifies is what the request concerned.
+async fn presented_token(
+    req: &HttpRequest,
+    state: &AppState,
+    raw: &str,
+    now: i64,
+) -> Result<AccessTokenClaims, TokenRejection> {
+    let verified = state.tokens.verify_unbound(raw, &state.state, now).await;
+    if let Ok(claims) = &verified {
+        remember(req, |s| s.token_jti = Some(claims.jti.clone()));
+    }
+    verified
+}
+
 fn form_type(req: &HttpRequest) -> Result<(), OAuthError> {
     let ok = req
         .headers()
@@ -265,7 +280,6 @@ pub async fn token(
                     .inc();
             }
         })?;
-        remember(&req, |ctx| ctx.consent_id = Some(issued.consent_id.clone()));
         (
             issued.access,
             issued.refresh_token,
@@ -278,8 +292,29 @@ pub async fn token(
         .tokens_issued
         .with_label_values(&[grant_type])
         .inc();
-    remember(&req, |ctx| ctx.token_jti = Some(minted.jti.clone()));
-    Ok(HttpResponse::Ok()
+    Ok(token_response(
+        &req,
+        minted,
+        refresh_token,
+        id_token,
+        consent_id,
+    ))
+}
+
+/// The token response, the one way to hand out what a grant minted; it records which token
+/// was issued, for which consent, in the request's audit event.
+fn token_response(
+    req: &HttpRequest,
+    minted: MintedToken,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    consent_id: Option<String>,
+) -> HttpResponse {
+    remember(req, |s| {
+        s.token_jti = Some(minted.jti.clone());
+        s.consent_id.clone_from(&consent_id);
+    });
+    HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
         .json(TokenResponse {
@@ -290,7 +325,7 @@ pub async fn token(
             refresh_token,
             consent_id,
             id_token,
-        }))
+        })
 }
 
 /// Pushed authorization request (RFC 9126): the only way to start `/authorize` (FAPI 2.0).
@@ -425,7 +460,7 @@ pub async fn introspect(
         .token
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
     let now = state.clock.now().unix_timestamp();
-    let verified = state.tokens.verify_unbound(&raw, &state.state, now).await;
+    let verified = presented_token(&req, &state, &raw, now).await;
     // Whether the token is revoked is unknown while shared state is away: that is an outage
     // (503), never an answer about the token.
     if let Err(TokenRejection::StateUnavailable) = verified {
@@ -454,7 +489,6 @@ pub async fn introspect(
                     .as_ref()
                     .is_none_or(|c| claims.client_id == c.client_id.as_str()) =>
         {
-            remember(&req, |ctx| ctx.token_jti = Some(claims.jti.clone()));
             IntrospectionResponse {
                 active: true,
                 scope: Some(claims.scope),
@@ -471,8 +505,7 @@ pub async fn introspect(
                 consent_id: claims.consent_id,
             }
         }
-        Ok(claims) if consent_live => {
-            remember(&req, |ctx| ctx.token_jti = Some(claims.jti.clone()));
+        Ok(_) if consent_live => {
             let mut res = json_no_store(&IntrospectionResponse::inactive());
             res.extensions_mut().insert(AuditNote {
                 outcome: Outcome::Denied,
@@ -506,7 +539,7 @@ pub async fn revoke(
         .token
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
     let now = state.clock.now().unix_timestamp();
-    let verified = state.tokens.verify_unbound(&raw, &state.state, now).await;
+    let verified = presented_token(&req, &state, &raw, now).await;
     if let Err(TokenRejection::StateUnavailable) = verified {
         return Err(OAuthError::TemporarilyUnavailable(
             "revocation state is unavailable; nothing was revoked, try again".into(),
@@ -525,7 +558,6 @@ pub async fn revoke(
         grants.revoke_refresh_token(&raw, &client, now).await?;
     }
     if let Ok(claims) = verified {
-        remember(&req, |ctx| ctx.token_jti = Some(claims.jti.clone()));
         if claims.client_id != client.client_id.as_str() {
             return Err(OAuthError::UnauthorizedClient(
                 "the token was not issued to this client".into(),

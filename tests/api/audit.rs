@@ -191,3 +191,60 @@ async fn audit_verify_reports_an_intact_chain_and_the_first_tampered_event() -> 
     assert!(String::from_utf8(out.stdout)?.starts_with("broken at seq 2:"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consent_a_path_names_and_the_token_presented_for_introspection_are_audited()
+-> TestResult {
+    let app = spawn_app().await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let a = app.client(&app.tpp_a)?;
+    let url = format!("{}{CONSENTS}", app.mtls);
+    let created: Value = a
+        .post(&url)
+        .bearer_auth(&token)
+        .header("x-fapi-interaction-id", "s-create")
+        .body(AAC_BODY)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["Data"]["ConsentId"]
+        .as_str()
+        .ok_or("no consent id")?;
+    for (interaction, request) in [
+        ("s-read", a.get(format!("{url}/{id}"))),
+        ("s-withdraw", a.delete(format!("{url}/{id}"))),
+    ] {
+        let res = request
+            .bearer_auth(&token)
+            .header("x-fapi-interaction-id", interaction)
+            .send()
+            .await?;
+        assert!(res.status().is_success(), "{interaction}: {}", res.status());
+    }
+    let introspected = a
+        .post(format!("{}/introspect", app.mtls))
+        .header("x-fapi-interaction-id", "s-introspect")
+        .form(&[("client_id", "tpp-a"), ("token", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(introspected.status(), 200);
+
+    for interaction in ["s-create", "s-read", "s-withdraw"] {
+        let events = app.audit_of(interaction).await?;
+        assert_eq!(events.len(), 1, "{interaction}");
+        assert_eq!(events[0].consent_id.as_deref(), Some(id), "{interaction}");
+        assert_eq!(
+            events[0].client_id.as_deref(),
+            Some("tpp-a"),
+            "{interaction}"
+        );
+    }
+    let introspection = &app.audit_of("s-introspect").await?[0];
+    assert_eq!(introspection.client_id.as_deref(), Some("tpp-a"));
+    assert_eq!(
+        introspection.token_jti.as_deref(),
+        claims_of(&token)?["jti"].as_str()
+    );
+    Ok(())
+}
