@@ -4,6 +4,7 @@
 //! `BoundToken`, built only by `oauth::token`), checks the client and asks `policy` for a
 //! `Permit`; the handler calls `resources`; `audit` commits the event before the response leaves.
 
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod clock;

@@ -16,6 +16,7 @@ use actix_web::{App, web};
 use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
+use crate::app::{AppState, RouteTable};
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -26,7 +27,7 @@ use crate::oauth::token::TokenService;
 use crate::ops;
 use crate::policy::{Policy, PolicyError};
 use crate::routes::deadline::RequestTimeout;
-use crate::routes::{self, AppState, PROTECTED_ROUTES};
+use crate::routes::{self, PROTECTED_ROUTES};
 use crate::state::{SharedState, StateError};
 use crate::store::{Migrations, Store, StoreError};
 use crate::tls::{Listener, Thumbprint, TlsError, TlsFrontend, TlsIo};
@@ -203,7 +204,7 @@ impl Application {
             metadata,
             upstream_http,
             clock,
-            routes: routes::RouteTable::new(ops::openapi::routes()),
+            routes: RouteTable::new(ops::openapi::routes()),
             password_checks: crate::resources::signin::PasswordChecks::new(2),
         });
 

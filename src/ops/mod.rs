@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use actix_web::{HttpResponse, get, web};
 
-use crate::routes::AppState;
+use crate::app::AppState;
 
 /// Process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is up")))]

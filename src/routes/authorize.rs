@@ -8,10 +8,10 @@ use actix_web::web::{Bytes, Data, Query};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 use serde::Deserialize;
 
-use super::AppState;
 use super::customer::*;
 use super::edge::{AuditNote, remember};
 use super::pages::{self, AccountChoice, ConsentView};
+use crate::app::AppState;
 use crate::audit::Outcome;
 use crate::consent::Kind;
 use crate::oauth::authorize::{

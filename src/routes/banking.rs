@@ -6,12 +6,12 @@ use actix_web::http::header::LOCATION;
 use actix_web::web::{Data, Path, Payload, Query};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 
-use super::AppState;
 use super::consents::{IDEMPOTENCY_KEY, read_body};
 use super::edge::remember;
 use super::error::ApiError;
 use super::guard::Authorized;
 use super::upstream;
+use crate::app::AppState;
 use crate::resources::accounts::{self, AccountRead, TransactionParams};
 use crate::resources::codes;
 use crate::resources::payments;

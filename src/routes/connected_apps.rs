@@ -6,10 +6,10 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 
-use super::AppState;
 use super::customer::*;
 use super::edge::{AnonymousView, AuditNote, remember};
 use super::pages::{self, ConnectedApp};
+use crate::app::AppState;
 use crate::consent::{Kind, Status};
 use crate::oauth::authorize::random_token;
 use crate::resources::decision;

@@ -5,10 +5,10 @@ use actix_web::http::header::{HeaderName, LOCATION};
 use actix_web::web::{Bytes, Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, delete, get, post};
 
-use super::AppState;
 use super::edge::remember;
 use super::error::ApiError;
 use super::guard::Authorized;
+use crate::app::AppState;
 use crate::resources::codes;
 use crate::resources::consents::{
     self as consents, AccountAccess, AccountAccessConsentDetails, AccountAccessConsentRequest,

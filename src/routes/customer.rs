@@ -7,9 +7,9 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::edge::{AuditNote, remember};
 use super::pages::{self};
+use crate::app::AppState;
 use crate::oauth::authorize::{AuthorizationRequest, digest, random_token, redirect_to};
 use crate::registry::ClientId;
 use crate::resources::decision::Refusal;

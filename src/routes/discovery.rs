@@ -4,7 +4,7 @@
 use actix_web::web::{self, Data};
 use actix_web::{HttpResponse, get};
 
-use super::AppState;
+use crate::app::AppState;
 
 /// Authorization server metadata (RFC 8414), with `mtls_endpoint_aliases` (RFC 8705 §5).
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",

@@ -11,8 +11,8 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
-use super::AppState;
 use super::error::ob_body;
+use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, Subject};
 use crate::clock;
 use crate::registry::CertFacts;

@@ -411,7 +411,7 @@ impl ResponseError for ApiError {
 /// listener is named with its URL there; anything else is 404.
 pub async fn not_found(
     req: actix_web::HttpRequest,
-    state: actix_web::web::Data<super::AppState>,
+    state: actix_web::web::Data<crate::app::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let path = req.path();
     let Some((template, methods)) = state.routes.lookup(path) else {

@@ -10,9 +10,9 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
-use super::AppState;
 use super::edge::remember;
 use super::error::ApiError;
+use crate::app::AppState;
 use crate::consent::{Kind, Status};
 use crate::oauth::token::BoundToken;
 use crate::policy::Permit;

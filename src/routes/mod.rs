@@ -15,37 +15,8 @@ pub mod pages;
 pub mod upstream;
 
 use actix_web::web;
-use arc_swap::ArcSwap;
 
-use crate::audit::AuditLog;
-use crate::config::Settings;
-use crate::metrics::Metrics;
-use crate::oauth::token::TokenService;
-use crate::policy::Policy;
-use crate::state::SharedState;
-use crate::store::Store;
 use crate::tls::Listener;
-
-/// What every handler can reach. Built once by `startup`, shared by every worker.
-pub struct AppState {
-    pub settings: Settings,
-    pub store: Store,
-    pub tokens: TokenService,
-    pub policy: ArcSwap<Policy>,
-    pub state: SharedState,
-    pub audit: AuditLog,
-    pub metrics: Metrics,
-    /// RFC 8414 metadata, rendered once.
-    pub metadata: String,
-    /// HTTP client for upstream core-banking systems (policy `upstreams`).
-    pub upstream_http: reqwest::Client,
-    /// The time every expiry is judged by.
-    pub clock: crate::clock::Clock,
-    /// Every route and its methods, for `405 Allow` and wrong-listener answers.
-    pub routes: RouteTable,
-    /// Bounds concurrent password checks (each scrypt holds 32 MiB), one per peer at a time.
-    pub password_checks: crate::resources::signin::PasswordChecks,
-}
 
 /// The protected resource routes (method, route template): the policy must cover each.
 pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
@@ -119,34 +90,6 @@ impl ServedOn {
             (self, listener),
             (Self::BothTls, _) | (Self::Mtls, Listener::Mtls) | (Self::Public, Listener::Public)
         )
-    }
-}
-
-/// Every route template with its methods, matched the way actix matches routes.
-pub struct RouteTable(Vec<(actix_web::dev::ResourceDef, String, Vec<&'static str>)>);
-
-impl RouteTable {
-    pub fn new(routes: Vec<(String, Vec<&'static str>)>) -> Self {
-        Self(
-            routes
-                .into_iter()
-                .map(|(path, methods)| {
-                    (
-                        actix_web::dev::ResourceDef::new(path.as_str()),
-                        path,
-                        methods,
-                    )
-                })
-                .collect(),
-        )
-    }
-
-    /// The route template `path` matches, and its methods.
-    pub fn lookup(&self, path: &str) -> Option<(&str, &[&'static str])> {
-        self.0
-            .iter()
-            .find(|(def, _, _)| def.is_match(path))
-            .map(|(_, template, methods)| (template.as_str(), methods.as_slice()))
     }
 }
 

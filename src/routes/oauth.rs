@@ -9,10 +9,10 @@ use actix_web::{HttpRequest, HttpResponse, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::edge::{AuditNote, remember};
 use super::error::ApiError;
 use super::guard::{client_cert, within_rate_limit};
+use crate::app::AppState;
 use crate::audit::Outcome;
 use crate::consent::{Kind, Status};
 use crate::oauth::OAuthError;

@@ -11,11 +11,11 @@ use actix_web::http::header::{self, HeaderName};
 use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
-use super::AppState;
 use super::consents::IDEMPOTENCY_KEY;
 use super::edge::{INTERACTION_ID, InteractionId};
 use super::error::ApiError;
 use super::guard::Authorized;
+use crate::app::AppState;
 use crate::policy::Upstream;
 use crate::resources::accounts::{self, AccountRead};
 use crate::resources::codes;
