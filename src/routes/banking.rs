@@ -1,6 +1,7 @@
 //! Account information, payments and funds confirmation. Each handler takes [`Authorized`]
-//! (the whole guard chain, consent included, has passed) and either answers from the sandbox
-//! bank or, when the policy names an upstream for the route, forwards the request there.
+//! (the whole guard chain, consent included, has passed) and goes through [`serve_or_forward`]:
+//! the sandbox bank answers, or the upstream the policy names for the route, after the
+//! gateway's own checks.
 
 use actix_web::http::header::LOCATION;
 use actix_web::web::{Data, Path, Payload, Query};
@@ -23,22 +24,56 @@ fn consent(auth: &Authorized) -> Result<&ConsentRecord, ApiError> {
     })
 }
 
-/// An account read the policy sends upstream, answered from there (as far as the consent
-/// grants); `None` when the sandbox bank serves the route.
-async fn read_upstream(
+/// What the gateway itself enforces on a request the policy sends upstream, before and after
+/// the upstream sees it.
+enum Upstream<'a> {
+    /// An account read: the answer is cut down to what the consent grants.
+    AccountRead(AccountRead),
+    /// A payment: the body must repeat the consent, which pays once (claimed here).
+    Payment { key: &'a str },
+    /// A funds confirmation: the body must name the token's consent.
+    Funds,
+    /// A payment's status: relayed as the upstream answers it.
+    Relay,
+}
+
+/// Answers from the sandbox bank, or, when the policy names an upstream for the route, forwards
+/// there after the gateway's own checks. The one place a banking route chooses.
+async fn serve_or_forward(
     req: &HttpRequest,
     auth: &Authorized,
     payload: Payload,
     state: &AppState,
-    read: AccountRead,
-) -> Result<Option<HttpResponse>, ApiError> {
+    upstream: Upstream<'_>,
+    sandbox: impl AsyncFnOnce(Payload) -> Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
     let Some(up) = auth.permit.upstream() else {
-        return Ok(None);
+        return sandbox(payload).await;
     };
     let body = read_body(payload).await?;
-    upstream::forward_account_read(req, auth, up, body, state, read)
-        .await
-        .map(Some)
+    match upstream {
+        Upstream::AccountRead(read) => {
+            upstream::forward_account_read(req, auth, up, body, state, read).await
+        }
+        Upstream::Payment { key } => {
+            payments::claim_for_upstream(
+                &state.store,
+                &state.state,
+                auth.client.client_id.as_str(),
+                consent(auth)?,
+                &body,
+                key,
+                state.clock.now(),
+            )
+            .await?;
+            upstream::forward(req, auth, up, body, state).await
+        }
+        Upstream::Funds => {
+            payments::check_funds_for_upstream(consent(auth)?, &body)?;
+            upstream::forward(req, auth, up, body, state).await
+        }
+        Upstream::Relay => upstream::forward(req, auth, up, body, state).await,
+    }
 }
 
 fn base(state: &AppState) -> &str {
@@ -60,11 +95,12 @@ pub async fn list_accounts(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(res) = read_upstream(&req, &auth, payload, &state, AccountRead::Accounts).await? {
-        return Ok(res);
-    }
-    let body = accounts::list(&state.store, consent(&auth)?, base(&state)).await?;
-    Ok(HttpResponse::Ok().json(body))
+    let read = Upstream::AccountRead(AccountRead::Accounts);
+    serve_or_forward(&req, &auth, payload, &state, read, async |_| {
+        let body = accounts::list(&state.store, consent(&auth)?, base(&state)).await?;
+        Ok(HttpResponse::Ok().json(body))
+    })
+    .await
 }
 
 /// One shared account.
@@ -85,11 +121,12 @@ pub async fn get_account(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(res) = read_upstream(&req, &auth, payload, &state, AccountRead::Accounts).await? {
-        return Ok(res);
-    }
-    let body = accounts::one(&state.store, consent(&auth)?, &id, base(&state)).await?;
-    Ok(HttpResponse::Ok().json(body))
+    let read = Upstream::AccountRead(AccountRead::Accounts);
+    serve_or_forward(&req, &auth, payload, &state, read, async |_| {
+        let body = accounts::one(&state.store, consent(&auth)?, &id, base(&state)).await?;
+        Ok(HttpResponse::Ok().json(body))
+    })
+    .await
 }
 
 /// Balances of a shared account (ReadBalances).
@@ -110,11 +147,12 @@ pub async fn get_balances(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(res) = read_upstream(&req, &auth, payload, &state, AccountRead::Balances).await? {
-        return Ok(res);
-    }
-    let body = accounts::balances(&state.store, consent(&auth)?, &id, base(&state)).await?;
-    Ok(HttpResponse::Ok().json(body))
+    let read = Upstream::AccountRead(AccountRead::Balances);
+    serve_or_forward(&req, &auth, payload, &state, read, async |_| {
+        let body = accounts::balances(&state.store, consent(&auth)?, &id, base(&state)).await?;
+        Ok(HttpResponse::Ok().json(body))
+    })
+    .await
 }
 
 /// Transactions of a shared account, inside the consent's window, paged (`Links.Next`).
@@ -138,17 +176,17 @@ pub async fn get_transactions(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(res) =
-        read_upstream(&req, &auth, payload, &state, AccountRead::Transactions).await?
-    {
-        return Ok(res);
-    }
-    let params = Query::<TransactionParams>::from_query(req.query_string()).map_err(|e| {
-        ApiError::bad_request("invalid_query", codes::FIELD_INVALID, None, e.to_string())
-    })?;
-    let body =
-        accounts::transactions(&state.store, consent(&auth)?, &id, &params, base(&state)).await?;
-    Ok(HttpResponse::Ok().json(body))
+    let read = Upstream::AccountRead(AccountRead::Transactions);
+    serve_or_forward(&req, &auth, payload, &state, read, async |_| {
+        let params = Query::<TransactionParams>::from_query(req.query_string()).map_err(|e| {
+            ApiError::bad_request("invalid_query", codes::FIELD_INVALID, None, e.to_string())
+        })?;
+        let consent = consent(&auth)?;
+        let body =
+            accounts::transactions(&state.store, consent, &id, &params, base(&state)).await?;
+        Ok(HttpResponse::Ok().json(body))
+    })
+    .await
 }
 
 /// Make the payment a customer authorised. `x-idempotency-key` is required.
@@ -183,39 +221,27 @@ pub async fn create_payment(
             )
         })?
         .to_string();
-    let body = read_body(payload).await?;
-    if let Some(up) = auth.permit.upstream() {
-        // The gateway, not the upstream, makes sure the consent pays once.
-        payments::claim_for_upstream(
+    let payment = Upstream::Payment { key: &key };
+    serve_or_forward(&req, &auth, payload, &state, payment, async |payload| {
+        let body = payments::create(
             &state.store,
-            &state.state,
             auth.client.client_id.as_str(),
             consent(&auth)?,
-            &body,
+            &read_body(payload).await?,
             &key,
+            base(&state),
             state.clock.now(),
         )
         .await?;
-        return upstream::forward(&req, &auth, up, body, &state).await;
-    }
-    let body = payments::create(
-        &state.store,
-        auth.client.client_id.as_str(),
-        consent(&auth)?,
-        &body,
-        &key,
-        base(&state),
-        state.clock.now(),
-    )
-    .await?;
-
-    let location = body["Links"]["Self"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    Ok(HttpResponse::Created()
-        .insert_header((LOCATION, location))
-        .json(body))
+        let location = body["Links"]["Self"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok(HttpResponse::Created()
+            .insert_header((LOCATION, location))
+            .json(body))
+    })
+    .await
 }
 
 /// Status of one of the client's payments.
@@ -235,20 +261,15 @@ pub async fn get_payment(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(up) = auth.permit.upstream() {
-        return upstream::forward(&req, &auth, up, read_body(payload).await?, &state).await;
-    }
-    let body = payments::get(
-        &state.store,
-        auth.client.client_id.as_str(),
-        &id,
-        base(&state),
-    )
-    .await?;
-    if let Some(c) = body["Data"]["ConsentId"].as_str() {
-        remember(&req, |ctx| ctx.consent_id = Some(c.to_string()));
-    }
-    Ok(HttpResponse::Ok().json(body))
+    serve_or_forward(&req, &auth, payload, &state, Upstream::Relay, async |_| {
+        let client = auth.client.client_id.as_str();
+        let body = payments::get(&state.store, client, &id, base(&state)).await?;
+        if let Some(c) = body["Data"]["ConsentId"].as_str() {
+            remember(&req, |s| s.consent_id = Some(c.to_string()));
+        }
+        Ok(HttpResponse::Ok().json(body))
+    })
+    .await
 }
 
 /// Confirm whether the consented account has the funds (CBPII).
@@ -268,19 +289,24 @@ pub async fn confirm_funds(
     payload: Payload,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload).await?;
-    if let Some(up) = auth.permit.upstream() {
-        payments::check_funds_for_upstream(consent(&auth)?, &body)?;
-        return upstream::forward(&req, &auth, up, body, &state).await;
-    }
-    let body = payments::confirm_funds(
-        &state.store,
-        auth.client.client_id.as_str(),
-        consent(&auth)?,
-        &body,
-        base(&state),
-        state.clock.now(),
+    serve_or_forward(
+        &req,
+        &auth,
+        payload,
+        &state,
+        Upstream::Funds,
+        async |payload| {
+            let body = payments::confirm_funds(
+                &state.store,
+                auth.client.client_id.as_str(),
+                consent(&auth)?,
+                &read_body(payload).await?,
+                base(&state),
+                state.clock.now(),
+            )
+            .await?;
+            Ok(HttpResponse::Created().json(body))
+        },
     )
-    .await?;
-    Ok(HttpResponse::Created().json(body))
+    .await
 }
