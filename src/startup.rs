@@ -26,8 +26,8 @@ use crate::oauth::metadata;
 use crate::oauth::token::TokenService;
 use crate::ops;
 use crate::policy::{Policy, PolicyError};
+use crate::routes;
 use crate::routes::deadline::RequestTimeout;
-use crate::routes::{self, PROTECTED_ROUTES};
 use crate::state::{SharedState, StateError};
 use crate::store::{Migrations, Store, StoreError};
 use crate::tls::{Listener, Thumbprint, TlsError, TlsFrontend, TlsIo};
@@ -109,7 +109,7 @@ impl Application {
             // Tokens are refused (503) until the revocations are in; the keeper below retries.
             tracing::warn!(error = %e, "could not load revocations into shared state yet");
         }
-        let policy = Policy::load(&settings.policy.dir, PROTECTED_ROUTES)?;
+        let policy = Policy::load(&settings.policy.dir, &ops::openapi::protected_routes())?;
         let alg: SigningAlg = settings.oauth.signing_alg.parse()?;
         let keys = Arc::new(SigningKeys::load(&settings.oauth.keys_dir, alg)?);
         let tokens = TokenService::new(
@@ -309,7 +309,7 @@ pub struct Reloader {
 impl Reloader {
     pub async fn reload(&self) -> Result<(), StartupError> {
         let settings = &self.state.settings;
-        let policy = Policy::load(&settings.policy.dir, PROTECTED_ROUTES)?;
+        let policy = Policy::load(&settings.policy.dir, &ops::openapi::protected_routes())?;
         self.tls.reload(&settings.tls)?;
         self.state.policy.store(Arc::new(policy));
         refresh_self_signed(&self.state.store, &self.tls).await?;

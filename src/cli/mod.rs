@@ -10,7 +10,6 @@ use crate::config::Settings;
 use crate::pki::KeyType;
 use crate::policy::{Policy, PolicyError};
 use crate::registry::AuthMethod;
-use crate::routes::PROTECTED_ROUTES;
 use crate::store::{Migrations, Store};
 
 mod audit;
@@ -263,7 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(d) => d.clone(),
                 None => settings(&cli)?.policy.dir,
             };
-            match Policy::load(&dir, PROTECTED_ROUTES) {
+            match Policy::load(&dir, &crate::ops::openapi::protected_routes()) {
                 Ok(_) => {
                     println!("{}: ok", dir.join(crate::policy::POLICY_FILE).display());
                     Ok(ExitCode::SUCCESS)

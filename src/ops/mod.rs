@@ -10,14 +10,14 @@ use actix_web::{HttpResponse, get, web};
 use crate::app::AppState;
 
 /// Process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is up")))]
+#[utoipa::path(tag = "ops", responses((status = 200, description = "The process is up")))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// Database, shared state and audit store reachable.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+#[utoipa::path(tag = "ops", responses(
     (status = 200, description = "Ready to serve"),
     (status = 503, description = "A dependency is unreachable; the body names it")))]
 #[get("/readyz")]
@@ -50,7 +50,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[get("/metrics")]
 pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(certs) = state.store.client_certificates().await {
@@ -77,7 +77,7 @@ pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The OpenAPI document of every listener's endpoints.
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
 #[get("/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok()
@@ -93,14 +93,23 @@ async fn docs_without_slash() -> HttpResponse {
         .finish()
 }
 
+/// The ops listener's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    routes(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+        cfg,
+    ));
+}
+
+/// The ops listener's route table; the docs UI is served but not documented.
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(healthz)
         .service(readyz)
         .service(metrics_text)
         .service(openapi_json)
-        .service(docs_without_slash)
-        .service(
-            utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-                .config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
-        );
+        .map(|cfg| {
+            cfg.service(docs_without_slash).service(
+                utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                    .config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
+            )
+        });
 }

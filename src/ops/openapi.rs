@@ -1,8 +1,10 @@
-//! The OpenAPI document, generated from the handlers' annotations. `openapi/obgate.json` is
+//! The OpenAPI document, collected from the route table (each handler's annotations, as the
+//! listeners register it). `openapi/obgate.json` is
 //! this document, and a test fails when the two differ.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt;
 
 use crate::oauth::token::Confirmation;
 use crate::resources::consents::{
@@ -25,40 +27,6 @@ use crate::routes::oauth::{
             to that certificate (RFC 8705). Discovery is also served on the public TLS listener; \
             health, metrics and this document on the ops listener.",
         license(name = "Apache-2.0")
-    ),
-    paths(
-        crate::routes::oauth::token,
-        crate::routes::oauth::par,
-        crate::routes::oauth::introspect,
-        crate::routes::oauth::revoke,
-        crate::routes::discovery::oauth_metadata,
-        crate::routes::discovery::openid_metadata,
-        crate::routes::discovery::jwks,
-        crate::routes::consents::create_account_access_consent,
-        crate::routes::consents::get_account_access_consent,
-        crate::routes::consents::delete_account_access_consent,
-        crate::routes::consents::create_domestic_payment_consent,
-        crate::routes::consents::get_domestic_payment_consent,
-        crate::routes::consents::create_funds_confirmation_consent,
-        crate::routes::consents::get_funds_confirmation_consent,
-        crate::routes::banking::list_accounts,
-        crate::routes::banking::get_account,
-        crate::routes::banking::get_balances,
-        crate::routes::banking::get_transactions,
-        crate::routes::banking::create_payment,
-        crate::routes::banking::get_payment,
-        crate::routes::banking::confirm_funds,
-        crate::routes::authorize::authorize,
-        crate::routes::authorize::authorize_login,
-        crate::routes::authorize::authorize_decision,
-        crate::routes::connected_apps::connected_apps,
-        crate::routes::connected_apps::connected_apps_login,
-        crate::routes::connected_apps::connected_apps_revoke,
-        crate::routes::connected_apps::connected_apps_logout,
-        crate::ops::healthz,
-        crate::ops::readyz,
-        crate::ops::metrics_text,
-        crate::ops::openapi_json,
     ),
     components(schemas(
         TokenRequest, TokenResponse, ParRequest, ParResponse, OAuthErrorBody, TokenActionRequest, IntrospectionResponse,
@@ -99,8 +67,50 @@ impl Modify for Security {
     }
 }
 
+/// The document: what [`ApiDoc`] says of the API as a whole, and every route the listeners
+/// register (`routes::mtls`, `routes::public`, `ops::routes`), as registered.
 pub fn api() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let (_, doc) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(crate::routes::mtls)
+        .configure(crate::routes::public)
+        .configure(super::routes)
+        .split_for_parts();
+    doc
+}
+
+/// The routes that take an access token, as `(method, route template)`: the policy must have a
+/// rule for each, and may name no other.
+pub fn protected_routes() -> Vec<(String, String)> {
+    let doc = api();
+    let mut protected = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, operation) in operations(item) {
+            let bearer = operation.security.iter().flatten().any(|requirement| {
+                serde_json::to_value(requirement).is_ok_and(|v| v.get("bearer").is_some())
+            });
+            if bearer {
+                protected.push((method.to_string(), path.clone()));
+            }
+        }
+    }
+    protected
+}
+
+/// A path's operations with their methods.
+fn operations(
+    item: &utoipa::openapi::PathItem,
+) -> impl Iterator<Item = (&'static str, &utoipa::openapi::path::Operation)> {
+    [
+        ("GET", &item.get),
+        ("POST", &item.post),
+        ("PUT", &item.put),
+        ("PATCH", &item.patch),
+        ("DELETE", &item.delete),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_ref().map(|op| (method, op)))
 }
 
 /// Every documented route template with its methods: what a request for a known path with an
@@ -110,19 +120,7 @@ pub fn routes() -> Vec<(String, Vec<&'static str>)> {
         .paths
         .paths
         .iter()
-        .map(|(path, item)| {
-            let methods = [
-                ("GET", item.get.is_some()),
-                ("POST", item.post.is_some()),
-                ("PUT", item.put.is_some()),
-                ("PATCH", item.patch.is_some()),
-                ("DELETE", item.delete.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(m, declared)| declared.then_some(m))
-            .collect();
-            (path.clone(), methods)
-        })
+        .map(|(path, item)| (path.clone(), operations(item).map(|(m, _)| m).collect()))
         .collect()
 }
 

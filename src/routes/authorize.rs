@@ -32,7 +32,7 @@ pub struct AuthorizeQuery {
 }
 
 /// RFC 6749 §4.1.1 via RFC 9126 §4: only a pushed request, by its single-use `request_uri`.
-#[utoipa::path(get, path = "/authorize", tag = "customer",
+#[utoipa::path(tag = "customer",
     params(("client_id" = String, Query), ("request_uri" = String, Query, description = "From /par")),
     responses(
         (status = 200, description = "Sign-in page (HTML)", content_type = "text/html"),
@@ -122,7 +122,8 @@ async fn start(
     Ok(res)
 }
 
-#[utoipa::path(post, path = "/authorize/login", tag = "customer",
+#[utoipa::path(tag = "customer",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "username, password, csrf"),
     responses((status = 200, description = "Consent page (HTML)", content_type = "text/html"),
         (status = 401, description = "Wrong username or password (HTML)", content_type = "text/html"),
         (status = 403, description = "CSRF check failed (HTML)", content_type = "text/html")))]
@@ -370,7 +371,8 @@ async fn pending_consent(
     .map_err(refused)
 }
 
-#[utoipa::path(post, path = "/authorize/decision", tag = "customer",
+#[utoipa::path(tag = "customer",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "csrf, decision (approve or deny), account (each account shared, on approval)"),
     responses((status = 303, description = "Back to the client's redirect URI with code, state and iss (RFC 9207), or error=access_denied"),
         (status = 400, description = "No accounts chosen, or the session expired (HTML)", content_type = "text/html"),
         (status = 403, description = "CSRF check failed (HTML)", content_type = "text/html")))]

@@ -81,7 +81,7 @@ fn base(state: &AppState) -> &str {
 }
 
 /// List the accounts the customer shared.
-#[utoipa::path(get, path = "/open-banking/v3.1/aisp/accounts", tag = "account information",
+#[utoipa::path(tag = "account information",
     responses(
         (status = 200, description = "OBReadAccount6: the consented accounts; `Account` identification only with ReadAccountsDetail", body = Object),
         (status = 401, description = "Certificate or token refused"),
@@ -104,7 +104,7 @@ pub async fn list_accounts(
 }
 
 /// One shared account.
-#[utoipa::path(get, path = "/open-banking/v3.1/aisp/accounts/{AccountId}", tag = "account information",
+#[utoipa::path(tag = "account information",
     params(("AccountId" = String, Path)),
     responses(
         (status = 200, description = "OBReadAccount6", body = Object),
@@ -130,7 +130,7 @@ pub async fn get_account(
 }
 
 /// Balances of a shared account (ReadBalances).
-#[utoipa::path(get, path = "/open-banking/v3.1/aisp/accounts/{AccountId}/balances", tag = "account information",
+#[utoipa::path(tag = "account information",
     params(("AccountId" = String, Path)),
     responses(
         (status = 200, description = "OBReadBalance1", body = Object),
@@ -156,7 +156,7 @@ pub async fn get_balances(
 }
 
 /// Transactions of a shared account, inside the consent's window, paged (`Links.Next`).
-#[utoipa::path(get, path = "/open-banking/v3.1/aisp/accounts/{AccountId}/transactions", tag = "account information",
+#[utoipa::path(tag = "account information",
     params(("AccountId" = String, Path),
         ("fromBookingDateTime" = Option<String>, Query), ("toBookingDateTime" = Option<String>, Query),
         ("page" = Option<i64>, Query, description = "1-based; 50 per page")),
@@ -190,7 +190,7 @@ pub async fn get_transactions(
 }
 
 /// Make the payment a customer authorised. `x-idempotency-key` is required.
-#[utoipa::path(post, path = "/open-banking/v3.1/pisp/domestic-payments", tag = "payment initiation",
+#[utoipa::path(tag = "payment initiation",
     request_body(content = Object, description = "OBWriteDomestic2: Data.ConsentId, and Data.Initiation and Risk exactly as in the consent"),
     params(("x-idempotency-key" = String, Header, description = "Same key and body: the same response, no second payment; other body: 400")),
     responses(
@@ -245,7 +245,7 @@ pub async fn create_payment(
 }
 
 /// Status of one of the client's payments.
-#[utoipa::path(get, path = "/open-banking/v3.1/pisp/domestic-payments/{DomesticPaymentId}", tag = "payment initiation",
+#[utoipa::path(tag = "payment initiation",
     params(("DomesticPaymentId" = String, Path)),
     responses(
         (status = 200, description = "OBWriteDomesticResponse5", body = Object),
@@ -273,7 +273,7 @@ pub async fn get_payment(
 }
 
 /// Confirm whether the consented account has the funds (CBPII).
-#[utoipa::path(post, path = "/open-banking/v3.1/cbpii/funds-confirmations", tag = "confirmation of funds",
+#[utoipa::path(tag = "confirmation of funds",
     request_body(content = Object, description = "OBFundsConfirmation1: Data.ConsentId, Reference, InstructedAmount"),
     responses(
         (status = 201, description = "OBFundsConfirmationResponse1: FundsAvailable true or false", body = Object),

@@ -14,7 +14,7 @@ use crate::consent::{Kind, Status};
 use crate::oauth::authorize::random_token;
 use crate::resources::decision;
 
-#[utoipa::path(get, path = "/connected-apps", tag = "customer",
+#[utoipa::path(tag = "customer",
     responses((status = 200, description = "Sign-in form, or the customer's connected apps (HTML)", content_type = "text/html")))]
 #[get("/connected-apps")]
 #[tracing::instrument(name = "handler", skip_all)]
@@ -90,7 +90,8 @@ async fn apps_page(state: &AppState, psu: &str, csrf: &str) -> PageResult {
     ))
 }
 
-#[utoipa::path(post, path = "/connected-apps/login", tag = "customer",
+#[utoipa::path(tag = "customer",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "username, password, csrf"),
     responses((status = 303, description = "Signed in; back to /connected-apps"),
         (status = 401, description = "Wrong username or password (HTML)", content_type = "text/html")))]
 #[post("/connected-apps/login")]
@@ -137,7 +138,8 @@ async fn apps_login(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRes
     }
 }
 
-#[utoipa::path(post, path = "/connected-apps/revoke", tag = "customer",
+#[utoipa::path(tag = "customer",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "csrf, consent_id"),
     responses((status = 303, description = "Access withdrawn; back to /connected-apps"),
         (status = 403, description = "CSRF check failed, or not this customer's consent (HTML)", content_type = "text/html")))]
 #[post("/connected-apps/revoke")]
@@ -167,7 +169,8 @@ async fn apps_revoke(req: &HttpRequest, body: &[u8], state: &AppState) -> PageRe
     Ok(see_other("/connected-apps"))
 }
 
-#[utoipa::path(post, path = "/connected-apps/logout", tag = "customer",
+#[utoipa::path(tag = "customer",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "csrf"),
     responses((status = 303, description = "Signed out; back to /connected-apps")))]
 #[post("/connected-apps/logout")]
 #[tracing::instrument(name = "handler", skip_all)]

@@ -110,7 +110,7 @@ where
 }
 
 /// Create an account-access consent (AISP).
-#[utoipa::path(post, path = "/open-banking/v3.1/aisp/account-access-consents", tag = "account information",
+#[utoipa::path(tag = "account information",
     request_body = AccountAccessConsentRequest,
     params(("x-fapi-interaction-id" = Option<String>, Header, description = "Echoed; generated when absent")),
     responses(
@@ -132,7 +132,7 @@ pub async fn create_account_access_consent(
 }
 
 /// Read an account-access consent.
-#[utoipa::path(get, path = "/open-banking/v3.1/aisp/account-access-consents/{ConsentId}", tag = "account information",
+#[utoipa::path(tag = "account information",
     params(("ConsentId" = String, Path, description = "Consent id")),
     responses(
         (status = 200, description = "The consent", body = ConsentResponse<AccountAccessConsentDetails>),
@@ -151,7 +151,7 @@ pub async fn get_account_access_consent(
 }
 
 /// Delete (revoke) an account-access consent.
-#[utoipa::path(delete, path = "/open-banking/v3.1/aisp/account-access-consents/{ConsentId}", tag = "account information",
+#[utoipa::path(tag = "account information",
     params(("ConsentId" = String, Path, description = "Consent id")),
     responses(
         (status = 204, description = "Consent revoked"),
@@ -172,7 +172,7 @@ pub async fn delete_account_access_consent(
 }
 
 /// Create a domestic-payment consent (PISP). `x-idempotency-key` is required.
-#[utoipa::path(post, path = "/open-banking/v3.1/pisp/domestic-payment-consents", tag = "payment initiation",
+#[utoipa::path(tag = "payment initiation",
     request_body = DomesticPaymentConsentRequest,
     params(("x-idempotency-key" = String, Header, description = "Same key and body: the same consent; same key, other body: 400")),
     responses(
@@ -194,7 +194,7 @@ pub async fn create_domestic_payment_consent(
 }
 
 /// Read a domestic-payment consent.
-#[utoipa::path(get, path = "/open-banking/v3.1/pisp/domestic-payment-consents/{ConsentId}", tag = "payment initiation",
+#[utoipa::path(tag = "payment initiation",
     params(("ConsentId" = String, Path, description = "Consent id")),
     responses(
         (status = 200, description = "The consent", body = ConsentResponse<DomesticPaymentConsentDetails>),
@@ -213,7 +213,7 @@ pub async fn get_domestic_payment_consent(
 }
 
 /// Create a funds-confirmation consent (CBPII).
-#[utoipa::path(post, path = "/open-banking/v3.1/cbpii/funds-confirmation-consents", tag = "confirmation of funds",
+#[utoipa::path(tag = "confirmation of funds",
     request_body = FundsConfirmationConsentRequest,
     responses(
         (status = 201, description = "Consent created, AwaitingAuthorisation", body = ConsentResponse<FundsConfirmationConsentDetails>),
@@ -234,7 +234,7 @@ pub async fn create_funds_confirmation_consent(
 }
 
 /// Read a funds-confirmation consent.
-#[utoipa::path(get, path = "/open-banking/v3.1/cbpii/funds-confirmation-consents/{ConsentId}", tag = "confirmation of funds",
+#[utoipa::path(tag = "confirmation of funds",
     params(("ConsentId" = String, Path, description = "Consent id")),
     responses(
         (status = 200, description = "The consent", body = ConsentResponse<FundsConfirmationConsentDetails>),

@@ -1,13 +1,13 @@
 //! Discovery: RFC 8414 metadata (also at the OpenID path) and the JWK Set. Served on both TLS
 //! listeners; the public one never asks for a certificate.
 
-use actix_web::web::{self, Data};
+use actix_web::web::Data;
 use actix_web::{HttpResponse, get};
 
 use crate::app::AppState;
 
 /// Authorization server metadata (RFC 8414), with `mtls_endpoint_aliases` (RFC 8705 §5).
-#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+#[utoipa::path(tag = "discovery",
     responses((status = 200, description = "RFC 8414 metadata", content_type = "application/json")))]
 #[get("/.well-known/oauth-authorization-server")]
 #[tracing::instrument(name = "handler", skip_all)]
@@ -16,7 +16,7 @@ pub async fn oauth_metadata(state: Data<AppState>) -> HttpResponse {
 }
 
 /// The same metadata at the OpenID Connect discovery path.
-#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+#[utoipa::path(tag = "discovery",
     responses((status = 200, description = "Discovery metadata", content_type = "application/json")))]
 #[get("/.well-known/openid-configuration")]
 #[tracing::instrument(name = "handler", skip_all)]
@@ -25,7 +25,7 @@ pub async fn openid_metadata(state: Data<AppState>) -> HttpResponse {
 }
 
 /// Token-signing keys (RFC 7517).
-#[utoipa::path(get, path = "/jwks", tag = "discovery",
+#[utoipa::path(tag = "discovery",
     responses((status = 200, description = "JWK Set", content_type = "application/json")))]
 #[get("/jwks")]
 #[tracing::instrument(name = "handler", skip_all)]
@@ -40,7 +40,7 @@ fn json(body: String) -> HttpResponse {
         .body(body)
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(oauth_metadata)
         .service(openid_metadata)
         .service(jwks);

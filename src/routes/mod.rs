@@ -1,4 +1,7 @@
-//! The HTTP edge: thin handlers, one file per endpoint group, wired per listener.
+//! The HTTP edge: thin handlers, one file per endpoint group, wired per listener. [`mtls`],
+//! [`public`] and `ops::routes` are the route table: each handler is listed once there, and
+//! registering it also documents it (`ops::openapi` collects the document from these lists,
+//! and the policy's protected routes from the document).
 
 pub mod authorize;
 pub mod banking;
@@ -15,50 +18,9 @@ pub mod pages;
 pub mod upstream;
 
 use actix_web::web;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::tls::Listener;
-
-/// The protected resource routes (method, route template): the policy must cover each.
-pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/open-banking/v3.1/aisp/account-access-consents"),
-    (
-        "GET",
-        "/open-banking/v3.1/aisp/account-access-consents/{ConsentId}",
-    ),
-    (
-        "DELETE",
-        "/open-banking/v3.1/aisp/account-access-consents/{ConsentId}",
-    ),
-    ("POST", "/open-banking/v3.1/pisp/domestic-payment-consents"),
-    (
-        "GET",
-        "/open-banking/v3.1/pisp/domestic-payment-consents/{ConsentId}",
-    ),
-    (
-        "POST",
-        "/open-banking/v3.1/cbpii/funds-confirmation-consents",
-    ),
-    (
-        "GET",
-        "/open-banking/v3.1/cbpii/funds-confirmation-consents/{ConsentId}",
-    ),
-    ("GET", "/open-banking/v3.1/aisp/accounts"),
-    ("GET", "/open-banking/v3.1/aisp/accounts/{AccountId}"),
-    (
-        "GET",
-        "/open-banking/v3.1/aisp/accounts/{AccountId}/balances",
-    ),
-    (
-        "GET",
-        "/open-banking/v3.1/aisp/accounts/{AccountId}/transactions",
-    ),
-    ("POST", "/open-banking/v3.1/pisp/domestic-payments"),
-    (
-        "GET",
-        "/open-banking/v3.1/pisp/domestic-payments/{DomesticPaymentId}",
-    ),
-    ("POST", "/open-banking/v3.1/cbpii/funds-confirmations"),
-];
 
 /// Where a route is served (SPEC §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,16 +55,20 @@ impl ServedOn {
     }
 }
 
-/// The routes a listener serves.
-pub fn for_listener(listener: Listener) -> fn(&mut web::ServiceConfig) {
-    match listener {
-        Listener::Mtls => mtls,
-        Listener::Public => public,
+/// The routes a listener serves, registered as [`mtls`] and [`public`] list them (the same lists
+/// the OpenAPI document and `policy check` read).
+pub fn for_listener(listener: Listener) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        let mut cfg = ServiceConfig::new(cfg);
+        match listener {
+            Listener::Mtls => mtls(&mut cfg),
+            Listener::Public => public(&mut cfg),
+        }
     }
 }
 
 /// The mTLS listener: authorization server, resource APIs (and, harmlessly, discovery).
-pub fn mtls(cfg: &mut web::ServiceConfig) {
+pub fn mtls(cfg: &mut ServiceConfig) {
     cfg.service(oauth::token)
         .service(oauth::par)
         .service(oauth::introspect)
@@ -127,7 +93,7 @@ pub fn mtls(cfg: &mut web::ServiceConfig) {
 
 /// The public TLS listener: discovery, JWKS and the customer's pages; never a client
 /// certificate.
-pub fn public(cfg: &mut web::ServiceConfig) {
+pub fn public(cfg: &mut ServiceConfig) {
     cfg.service(authorize::authorize)
         .service(authorize::authorize_login)
         .service(authorize::authorize_decision)

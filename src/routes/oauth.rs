@@ -224,7 +224,7 @@ fn form_type(req: &HttpRequest) -> Result<(), OAuthError> {
 }
 
 /// Token endpoint (RFC 6749 §3.2): issues certificate-bound access tokens.
-#[utoipa::path(post, path = "/token", tag = "authorization server",
+#[utoipa::path(tag = "authorization server",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Token issued, bound to the client certificate", body = TokenResponse),
@@ -331,7 +331,7 @@ fn token_response(
 /// Pushed authorization request (RFC 9126): the only way to start `/authorize` (FAPI 2.0).
 /// The client authenticates as at `/token`; the consent named in `claims` must be its own and
 /// await authorisation.
-#[utoipa::path(post, path = "/par", tag = "authorization server",
+#[utoipa::path(tag = "authorization server",
     request_body(content = ParRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 201, description = "Request stored; send the customer to /authorize with client_id and request_uri", body = ParResponse),
@@ -431,7 +431,7 @@ pub async fn par(
 /// Token introspection (RFC 7662). The token's own client may introspect it, and so may an
 /// operator (a certificate with an operator role, sending no `client_id`); for any other caller
 /// the token is `{"active": false}` (RFC 7662 §2.2).
-#[utoipa::path(post, path = "/introspect", tag = "authorization server",
+#[utoipa::path(tag = "authorization server",
     request_body(content = TokenActionRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Introspection result; `cnf` carries the certificate binding", body = IntrospectionResponse),
@@ -520,7 +520,7 @@ pub async fn introspect(
 
 /// Token revocation (RFC 7009). Revoking an unknown, expired or already revoked token
 /// succeeds; revoking another client's token is refused.
-#[utoipa::path(post, path = "/revoke", tag = "authorization server",
+#[utoipa::path(tag = "authorization server",
     request_body(content = TokenActionRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Revoked (or nothing to revoke)"),
