@@ -3,22 +3,22 @@
 //! every event to the one before it (`hash = SHA-256(prev_hash ‖ canonical event)`).
 //! A request waits for its event's commit before its response leaves.
 
+mod chain;
+mod event;
 pub mod export;
 mod spool;
 
-use std::net::IpAddr;
+pub use chain::{GENESIS, Verdict, chain_hash, verify};
+pub use event::{AuditEvent, HANDSHAKE_ROUTE, Outcome, Subject};
+
 use std::sync::{Arc, Mutex, PoisonError};
 
-use openssl::hash::{MessageDigest, hash};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::registry::CertFacts;
-use crate::store::{AuditRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 
-/// `prev_hash` of the first event.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Events per commit; 512 × 18 bound columns stays well under SQLite's 32,766 variables.
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
@@ -36,143 +36,6 @@ pub enum AuditError {
     Encode(String),
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Allowed,
-    Denied,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Denied => "denied",
-        }
-    }
-}
-
-/// Who and what a request concerned, as far as the gateway has established it: the guard and
-/// the token endpoint's client authentication say whose token or which client, the extractors
-/// and grants which consent and token, the customer's sign-in which customer. The edge turns it
-/// into the request's event.
-#[derive(Clone, Debug, Default)]
-pub struct Subject {
-    pub client_id: Option<String>,
-    /// The bank customer a customer page acted for (the username they gave).
-    pub psu: Option<String>,
-    pub token_jti: Option<String>,
-    pub consent_id: Option<String>,
-}
-
-/// What happened, before it gets its place in the chain. Holds no token, code or key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AuditEvent {
-    pub ts: String,
-    pub interaction_id: String,
-    pub peer_ip: Option<IpAddr>,
-    pub client_id: Option<String>,
-    pub cert: CertFacts,
-    pub method: String,
-    pub route: String,
-    pub status: u16,
-    pub outcome: Outcome,
-    pub reason: Option<String>,
-    pub token_jti: Option<String>,
-    pub consent_id: Option<String>,
-    /// The bank customer, on the customer's pages.
-    pub psu: Option<String>,
-    pub latency_us: u64,
-}
-
-/// Control characters (NUL above all, which PostgreSQL refuses in text) never reach the log:
-/// one unstorable value must not hold back every event after it.
-fn clean(s: String) -> String {
-    if s.chars().any(char::is_control) {
-        s.chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect()
-    } else {
-        s
-    }
-}
-
-/// Route recorded for refused TLS handshakes.
-pub const HANDSHAKE_ROUTE: &str = "(tls-handshake)";
-
-impl AuditEvent {
-    /// The event for a refused client certificate: no HTTP request ever existed. `reason` is
-    /// the short machine reason, `detail` what the TLS library said.
-    pub fn handshake_refused(
-        at: time::OffsetDateTime,
-        peer: Option<IpAddr>,
-        cert: CertFacts,
-        reason: &str,
-        detail: &str,
-    ) -> Self {
-        Self {
-            ts: crate::clock::timestamp(at),
-            interaction_id: uuid::Uuid::new_v4().to_string(),
-            peer_ip: peer,
-            client_id: None,
-            cert,
-            method: "-".into(),
-            route: HANDSHAKE_ROUTE.into(),
-            status: 0,
-            outcome: Outcome::Denied,
-            reason: Some(format!("{reason}: {detail}")),
-            token_jti: None,
-            consent_id: None,
-            psu: None,
-            latency_us: 0,
-        }
-    }
-
-    fn into_record(self, seq: i64, prev_hash: String) -> Result<AuditRecord, AuditError> {
-        let opt = |v: Option<String>| v.map(clean);
-        let mut record = AuditRecord {
-            seq,
-            ts: clean(self.ts),
-            interaction_id: clean(self.interaction_id),
-            peer_ip: self.peer_ip.map(|ip| ip.to_string()),
-            client_id: opt(self.client_id),
-            cert_thumbprint: opt(self.cert.thumbprint),
-            cert_subject: opt(self.cert.subject),
-            cert_serial: opt(self.cert.serial),
-            method: clean(self.method),
-            route: clean(self.route),
-            status: i64::from(self.status),
-            outcome: self.outcome.as_str().to_string(),
-            reason: opt(self.reason),
-            token_jti: opt(self.token_jti),
-            consent_id: opt(self.consent_id),
-            psu: opt(self.psu),
-            latency_us: i64::try_from(self.latency_us).unwrap_or(i64::MAX),
-            prev_hash,
-            hash: String::new(),
-            event_id: None,
-        };
-        record.hash = chain_hash(&record)?;
-        Ok(record)
-    }
-}
-
-/// SHA-256 over `prev_hash` and the canonical JSON of the event (every field but `hash`,
-/// keys sorted), hex-encoded.
-pub fn chain_hash(record: &AuditRecord) -> Result<String, AuditError> {
-    let mut value = serde_json::to_value(record).map_err(|e| AuditError::Encode(e.to_string()))?;
-    if let Some(obj) = value.as_object_mut() {
-        obj.remove("hash");
-    }
-    let canonical = serde_json::to_vec(&value).map_err(|e| AuditError::Encode(e.to_string()))?;
-    let mut input = Vec::with_capacity(record.prev_hash.len() + canonical.len());
-    input.extend_from_slice(record.prev_hash.as_bytes());
-    input.extend_from_slice(&canonical);
-    let digest =
-        hash(MessageDigest::sha256(), &input).map_err(|e| AuditError::Encode(e.to_string()))?;
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 type Reply = oneshot::Sender<Result<i64, String>>;
@@ -621,68 +484,11 @@ async fn writer(
     }
 }
 
-/// The result of walking the chain.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Intact { last_seq: i64 },
-    Broken { seq: i64, reason: String },
-}
-
-/// Walks the whole log in `seq` order and reports the first broken link.
-pub async fn verify(store: &Store) -> Result<Verdict, AuditError> {
-    let mut expected_seq = 1;
-    let mut prev = GENESIS.to_string();
-    loop {
-        let page = store
-            .audit_events(&crate::store::AuditQuery {
-                after_seq: expected_seq - 1,
-                limit: 1000,
-                ..Default::default()
-            })
-            .await?;
-        if page.is_empty() {
-            return Ok(Verdict::Intact {
-                last_seq: expected_seq - 1,
-            });
-        }
-        for record in page {
-            if let Some(reason) = check_link(&record, expected_seq, &prev)? {
-                return Ok(Verdict::Broken {
-                    seq: expected_seq,
-                    reason,
-                });
-            }
-            prev = record.hash;
-            expected_seq += 1;
-        }
-    }
-}
-
-fn check_link(
-    record: &AuditRecord,
-    expected_seq: i64,
-    prev: &str,
-) -> Result<Option<String>, AuditError> {
-    if record.seq != expected_seq {
-        return Ok(Some(format!(
-            "event missing: found seq {} where {expected_seq} should be",
-            record.seq
-        )));
-    }
-    if record.prev_hash != prev {
-        return Ok(Some(
-            "prev_hash does not match the previous event's hash".into(),
-        ));
-    }
-    if chain_hash(record)? != record.hash {
-        return Ok(Some("hash does not match the event's contents".into()));
-    }
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::chain::check_link;
     use super::*;
+    use crate::registry::CertFacts;
 
     pub(super) fn event(route: &str) -> AuditEvent {
         AuditEvent {
