@@ -196,8 +196,50 @@ pub struct Client {
     pub created_at: String,
 }
 
+/// The most certificates a client may hold active at once (SPEC §6): room for a rotation or
+/// two, not a way to share one client among many keys.
+pub const MAX_ACTIVE_CERTS: usize = 5;
+
+/// Where a certificate of a client's set stands. A revoked certificate stays in the set, so a
+/// call over it can be told which certificate was revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertStatus {
+    Active,
+    Revoked,
+}
+
+impl CertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl FromStr for CertStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(Self::Active),
+            "revoked" => Ok(Self::Revoked),
+            other => Err(format!("unknown certificate status {other:?}")),
+        }
+    }
+}
+
+/// One certificate of a client's set, with where it stands.
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub record: CertRecord,
+    pub status: CertStatus,
+    /// When it joined the set (RFC 3339).
+    pub added_at: String,
+}
+
 /// A certificate registered for a client, as the registry stores it.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct CertRecord {
     /// base64url SHA-256 of the DER (RFC 8705 `x5t#S256`).
     pub thumbprint: String,

@@ -8,8 +8,8 @@ use anyhow::{Context, anyhow, bail};
 use crate::clock;
 use crate::config::Settings;
 use crate::pki::{self};
-use crate::registry::{AuthMethod, Client, ClientId, ClientStatus, Role};
-use crate::store::{Migrations, NewClient, Store};
+use crate::registry::{AuthMethod, Client, ClientId, ClientStatus, MAX_ACTIVE_CERTS, Role};
+use crate::store::{CertAdded, CertRevoked, Migrations, NewClient, Store};
 
 use super::pki::read_cert;
 use super::{Cli, ClientsCommand, settings};
@@ -179,6 +179,78 @@ pub(super) async fn clients_command(cli: &Cli, cmd: &ClientsCommand) -> anyhow::
                 bail!("no client {id}");
             }
             println!("{id} {}", status.as_str());
+        }
+        ClientsCommand::Certs { id, json } => {
+            let id = parse_id(id)?;
+            if store.client(&id).await?.is_none() {
+                bail!("no client {id}");
+            }
+            let certs = store.client_certificates_of(&id).await?;
+            if *json {
+                let list: Vec<_> = certs
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "thumbprint": c.record.thumbprint,
+                            "status": c.status.as_str(),
+                            "subject": c.record.subject,
+                            "issuer": c.record.issuer,
+                            "serial": c.record.serial,
+                            "not_after": c.record.not_after,
+                            "added_at": c.added_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for c in certs {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        c.record.thumbprint,
+                        c.status.as_str(),
+                        clock::timestamp(
+                            time::OffsetDateTime::from_unix_timestamp(c.record.not_after)
+                                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+                        ),
+                        c.record.subject
+                    );
+                }
+            }
+        }
+        ClientsCommand::AddCert { id, cert } => {
+            let id = parse_id(id)?;
+            let client = store
+                .client(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no client {id}"))?;
+            let x509 = read_cert(cert)?;
+            let record = crate::oauth::clients::admissible_certificate(
+                &client,
+                &x509,
+                &s.tls,
+                clock::now().unix_timestamp(),
+            )
+            .map_err(|why| anyhow!("{}: {why}", cert.display()))?;
+            match store.add_client_certificate(&id, &record, &stamp).await? {
+                CertAdded::Added => println!("{}", record.thumbprint),
+                CertAdded::NoSuchClient => bail!("no client {id}"),
+                CertAdded::SetFull => bail!(
+                    "client {id} already has {MAX_ACTIVE_CERTS} active certificates; revoke one \
+                     first (obgate clients revoke-cert {id} THUMBPRINT)"
+                ),
+            }
+        }
+        ClientsCommand::RevokeCert { id, thumbprint } => {
+            let id = parse_id(id)?;
+            match store.revoke_client_certificate(&id, thumbprint).await? {
+                CertRevoked::Now(r) => println!("{} revoked", r.thumbprint),
+                CertRevoked::Already(r) => println!("{} was revoked already", r.thumbprint),
+                CertRevoked::NotFound => {
+                    bail!(
+                        "client {id} has no certificate {thumbprint} (see obgate clients certs {id})"
+                    )
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

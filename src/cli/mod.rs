@@ -154,6 +154,30 @@ pub enum ClientsCommand {
         /// The client id.
         id: String,
     },
+    /// List a client's certificates, revoked ones included.
+    Certs {
+        /// The client id.
+        id: String,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a certificate to a client's set (at most 5 active): how a TPP rotates.
+    AddCert {
+        /// The client id.
+        id: String,
+        /// PEM certificate; it must authenticate the client as registered.
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Revoke a certificate of a client's set: running gateways refuse it, and every token
+    /// bound to it, within a second.
+    RevokeCert {
+        /// The client id.
+        id: String,
+        /// The certificate's thumbprint (base64url SHA-256, as `clients certs` shows it).
+        thumbprint: String,
+    },
 }
 
 /// How a TPP command reaches the mTLS listener.

@@ -1,8 +1,11 @@
 //! Client authentication by certificate (RFC 8705 §2): whether the certificate on a connection
 //! authenticates a registered client.
 
+use openssl::x509::X509;
+
 use super::OAuthError;
-use crate::registry::{AuthMethod, Client, ClientStatus};
+use crate::config::TlsSettings;
+use crate::registry::{AuthMethod, CertRecord, Client, ClientStatus};
 use crate::tls::{CertTrust, VerifiedClientCert};
 
 /// RFC 8705 §2: does the certificate on this connection authenticate `client`?
@@ -54,4 +57,45 @@ pub fn authenticate(client: &Client, cert: &VerifiedClientCert) -> Result<(), OA
             }
         }
     }
+}
+
+/// Whether `cert` may join `client`'s certificate set: readable, unexpired, and able to
+/// authenticate the client the way it is registered (a `tls_client_auth` certificate chains to
+/// a trusted CA and names the registered subject; a `self_signed_tls_client_auth` one is
+/// self-signed). Returns its record, or why not.
+pub fn admissible_certificate(
+    client: &Client,
+    cert: &X509,
+    tls: &TlsSettings,
+    now: i64,
+) -> Result<CertRecord, String> {
+    let record = crate::tls::peer::registration_record(cert)
+        .ok_or_else(|| "the certificate cannot be read".to_string())?;
+    if record.not_after <= now {
+        return Err("the certificate has expired".into());
+    }
+    match client.auth_method {
+        AuthMethod::TlsClientAuth => {
+            crate::tls::verify_with_trust_anchors(tls, cert)
+                .map_err(|e| format!("not issued by a trusted CA (tls.client_ca): {e}"))?;
+            if client.subject_dn.as_deref() != Some(record.subject.as_str()) {
+                return Err(format!(
+                    "subject {:?} is not the client's tls_client_auth_subject_dn {:?}",
+                    record.subject,
+                    client.subject_dn.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+        AuthMethod::SelfSignedTlsClientAuth => {
+            let self_signed = cert.issuer_name_hash() == cert.subject_name_hash()
+                && cert
+                    .public_key()
+                    .and_then(|k| cert.verify(&k))
+                    .unwrap_or(false);
+            if !self_signed {
+                return Err("self_signed_tls_client_auth needs a self-signed certificate".into());
+            }
+        }
+    }
+    Ok(record)
 }

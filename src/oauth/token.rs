@@ -77,8 +77,20 @@ pub enum TokenRejection {
         presented: String,
         token: Signed,
     },
+    #[error(
+        "the certificate this token is bound to (x5t#S256 {thumbprint}) has been revoked; \
+         tokens bound to it are refused"
+    )]
+    CertificateRevoked { thumbprint: String, token: Signed },
     #[error("token revocation state is unavailable; refusing to accept tokens")]
     StateUnavailable,
+}
+
+/// The key under which a revoked client certificate is kept with the revoked tokens, so one
+/// lookup answers for a token and the certificate it is bound to. `jti`s are UUIDs and never
+/// look like this.
+pub fn certificate_revocation_key(thumbprint_b64: &str) -> String {
+    format!("x5t#S256:{thumbprint_b64}")
 }
 
 /// Identifies a token whose signature verified, so a refusal of it can say which token it was.
@@ -91,7 +103,9 @@ impl TokenRejection {
     /// The refused token's identity, when its signature verified.
     pub fn signed(&self) -> Option<&Signed> {
         match self {
-            Self::Revoked(s) | Self::BindingMismatch { token: s, .. } => Some(s),
+            Self::Revoked(s)
+            | Self::BindingMismatch { token: s, .. }
+            | Self::CertificateRevoked { token: s, .. } => Some(s),
             _ => None,
         }
     }
@@ -111,6 +125,7 @@ impl TokenRejection {
             Self::Revoked(_) => "token_revoked",
             Self::Unbound => "token_unbound",
             Self::BindingMismatch { .. } => "binding_mismatch",
+            Self::CertificateRevoked { .. } => "certificate_revoked",
             Self::StateUnavailable => "state_unavailable",
         }
     }
@@ -284,9 +299,14 @@ impl TokenService {
         now: i64,
     ) -> Result<AccessTokenClaims, TokenRejection> {
         let claims = self.verify_signed(raw, now)?;
-        match state.is_revoked(&claims.jti).await {
-            Ok(false) => Ok(claims),
-            Ok(true) => Err(TokenRejection::Revoked(Signed { jti: claims.jti })),
+        let certificate = certificate_revocation_key(&claims.cnf.x5t_s256);
+        match state.first_revoked(&[&claims.jti, &certificate]).await {
+            Ok(None) => Ok(claims),
+            Ok(Some(0)) => Err(TokenRejection::Revoked(Signed { jti: claims.jti })),
+            Ok(Some(_)) => Err(TokenRejection::CertificateRevoked {
+                thumbprint: claims.cnf.x5t_s256,
+                token: Signed { jti: claims.jti },
+            }),
             Err(_) => Err(TokenRejection::StateUnavailable),
         }
     }

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// The policy refused: 403.
     #[error("{0}")]
     Forbidden(Denied),
+    /// The caller's certificate does not carry the operator role the route needs: 403.
+    #[error("{0}")]
+    OperatorRoleMissing(String),
     /// The consent behind the token does not allow this request: 403 with an OB error.
     #[error("{message}")]
     ConsentRefused {
@@ -105,6 +108,7 @@ impl ApiError {
             Self::NoToken(_) => "token_missing",
             Self::InvalidToken { reason, .. } => reason,
             Self::Forbidden(d) => d.reason(),
+            Self::OperatorRoleMissing(_) => "operator_role_missing",
             Self::ConsentRefused { reason, .. } => reason,
             Self::Upstream(_) => "upstream_failed",
             Self::Unavailable { backend, .. } => backend.reason(),
@@ -254,7 +258,9 @@ impl ResponseError for ApiError {
         match self {
             Self::OAuth(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
             Self::NoToken(_) | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::ConsentRefused { .. } => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::ConsentRefused { .. } | Self::OperatorRoleMissing(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -336,6 +342,9 @@ impl ResponseError for ApiError {
             ),
             Self::ConsentRefused { code, message, .. } => {
                 (ob_body(status, code, message, None), None)
+            }
+            Self::OperatorRoleMissing(message) => {
+                (ob_body(status, codes::HEADER_INVALID, message, None), None)
             }
             Self::Upstream(cause) => {
                 tracing::error!(%cause, "upstream request failed");

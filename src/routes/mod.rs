@@ -3,6 +3,7 @@
 //! registering it also documents it (`ops::openapi` collects the document from these lists,
 //! and the policy's protected routes from the document).
 
+pub mod admin;
 pub mod authorize;
 pub mod banking;
 pub mod connected_apps;
@@ -86,7 +87,10 @@ pub fn mtls(cfg: &mut ServiceConfig) {
         .service(banking::get_transactions)
         .service(banking::create_payment)
         .service(banking::get_payment)
-        .service(banking::confirm_funds);
+        .service(banking::confirm_funds)
+        .service(admin::list_certificates)
+        .service(admin::add_certificate)
+        .service(admin::revoke_certificate);
     discovery::configure(cfg);
     cfg.default_service(web::to(error::not_found));
 }

@@ -19,7 +19,9 @@ use crate::oauth::OAuthError;
 use crate::oauth::authorize::{self, form_params, random_token};
 use crate::oauth::grants::GrantContext;
 use crate::oauth::request_object;
-use crate::oauth::token::{AccessTokenClaims, Confirmation, MintedToken, TokenRejection};
+use crate::oauth::token::{
+    AccessTokenClaims, Confirmation, MintedToken, TokenRejection, certificate_revocation_key,
+};
 use crate::registry::{Client, ClientId};
 use crate::tls::VerifiedClientCert;
 
@@ -182,6 +184,24 @@ async fn authenticate(
         .await?
         .ok_or_else(|| OAuthError::InvalidClient(format!("unknown client {client_id}")))?;
     crate::oauth::clients::authenticate(&client, &cert)?;
+    let revoked = certificate_revocation_key(cert.thumbprint_b64());
+    match state.state.first_revoked(&[&revoked]).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return Err(OAuthError::InvalidClient(format!(
+                "certificate {} was revoked for client {}; use another certificate of its set",
+                cert.thumbprint_b64(),
+                client.client_id
+            ))
+            .into());
+        }
+        Err(_) => {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "certificate revocation state is unavailable; try again".into(),
+            )
+            .into());
+        }
+    }
     remember(req, |ctx| {
         ctx.client_id = Some(client.client_id.to_string())
     });

@@ -42,9 +42,10 @@ impl MemoryState {
     }
 
     /// Whether `jti` is revoked, or `None` while the revocations are not all loaded.
-    pub fn is_revoked(&self, jti: &str) -> Option<bool> {
+    pub fn first_revoked(&self, keys: &[&str]) -> Option<Option<usize>> {
         let r = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
-        r.complete.then(|| r.map.contains_key(jti))
+        r.complete
+            .then(|| keys.iter().position(|k| r.map.contains_key(*k)))
     }
 
     pub fn revocations_loaded(&self) -> bool {
@@ -150,33 +151,38 @@ mod tests {
         let s = MemoryState::default();
         s.load_revocations(&[], 0);
         s.revoke("a", 100, 0);
-        assert_eq!(s.is_revoked("a"), Some(true));
-        assert_eq!(s.is_revoked("b"), Some(false));
+        assert_eq!(s.first_revoked(&["a"]), Some(Some(0)));
+        assert_eq!(s.first_revoked(&["b"]), Some(None));
+        assert_eq!(
+            s.first_revoked(&["b", "a"]),
+            Some(Some(1)),
+            "the one that is revoked"
+        );
         for i in 0..1100 {
             s.revoke(&format!("t{i}"), 50, 0);
         }
         s.revoke("late", 500, 200);
-        assert_eq!(s.is_revoked("t0"), Some(false));
-        assert_eq!(s.is_revoked("late"), Some(true));
+        assert_eq!(s.first_revoked(&["t0"]), Some(None));
+        assert_eq!(s.first_revoked(&["late"]), Some(Some(0)));
     }
 
     #[test]
     fn no_token_is_called_unrevoked_before_the_revocations_are_loaded() {
         let s = MemoryState::default();
         // A first load that failed (the database was away at start) leaves this unknown.
-        assert_eq!(s.is_revoked("anything"), None);
+        assert_eq!(s.first_revoked(&["anything"]), None);
         assert!(!s.revocations_loaded());
         s.revoke("fresh", 100, 0);
         assert_eq!(
-            s.is_revoked("fresh"),
+            s.first_revoked(&["fresh"]),
             None,
             "one new revocation is not all of them"
         );
         s.load_revocations(&[("old".into(), 100), ("dead".into(), 5)], 10);
         assert!(s.revocations_loaded());
-        assert_eq!(s.is_revoked("old"), Some(true));
-        assert_eq!(s.is_revoked("fresh"), Some(true));
-        assert_eq!(s.is_revoked("anything"), Some(false));
+        assert_eq!(s.first_revoked(&["old"]), Some(Some(0)));
+        assert_eq!(s.first_revoked(&["fresh"]), Some(Some(0)));
+        assert_eq!(s.first_revoked(&["anything"]), Some(None));
     }
 
     #[test]

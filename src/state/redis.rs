@@ -111,12 +111,14 @@ impl RedisState {
 
     /// Revoked or not, read in one command together with the marker that says the revocations
     /// are all here: if Redis lost them, the answer is "unknown", never "not revoked".
-    pub async fn is_revoked(&self, jti: &str) -> Result<bool, StateError> {
+    pub async fn first_revoked(&self, keys: &[&str]) -> Result<Option<usize>, StateError> {
         let mut cmd = redis::cmd("ZMSCORE");
-        cmd.arg(self.key(REVOCATIONS)).arg(COMPLETE).arg(jti);
+        cmd.arg(self.key(REVOCATIONS)).arg(COMPLETE).arg(keys);
         let scores: Vec<Option<f64>> = self.run(&cmd).await?;
-        match scores.as_slice() {
-            [Some(_), revoked] => Ok(revoked.is_some()),
+        match scores.split_first() {
+            Some((Some(_), revoked)) if revoked.len() == keys.len() => {
+                Ok(revoked.iter().position(Option::is_some))
+            }
             _ => Err(StateError::RevocationsNotLoaded),
         }
     }

@@ -6,7 +6,29 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, Row, Type};
 
 use super::sql::{Dialect, ISSUER_SEPARATOR, SqlStore, storable};
 use super::{CertRecord, Store, StoreError};
-use crate::registry::{AuthMethod, Client, ClientId, ClientStatus, Role};
+use crate::registry::{
+    AuthMethod, CertStatus, Client, ClientCert, ClientId, ClientStatus, MAX_ACTIVE_CERTS, Role,
+};
+
+/// What adding a certificate to a client's set did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CertAdded {
+    Added,
+    NoSuchClient,
+    /// The client already holds [`MAX_ACTIVE_CERTS`] active certificates.
+    SetFull,
+}
+
+/// What revoking a certificate of a client's set did.
+#[derive(Debug)]
+pub enum CertRevoked {
+    /// Revoked by this call.
+    Now(CertRecord),
+    /// It was revoked before.
+    Already(CertRecord),
+    /// The client has no such certificate.
+    NotFound,
+}
 
 /// A client to register, with the certificate it registered over.
 pub struct NewClient {
@@ -202,6 +224,147 @@ where
             })
             .collect()
     }
+
+    pub async fn client_certificates_of(
+        &self,
+        client_id: &ClientId,
+    ) -> Result<Vec<ClientCert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT thumbprint, subject, issuer, serial, not_after, status, added_at \
+             FROM client_certificates WHERE client_id = $1 ORDER BY added_at, thumbprint",
+        )
+        .bind(client_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                Ok(ClientCert {
+                    record: CertRecord {
+                        thumbprint: r.try_get("thumbprint")?,
+                        subject: r.try_get("subject")?,
+                        issuer: r.try_get("issuer")?,
+                        serial: r.try_get("serial")?,
+                        not_after: r.try_get("not_after")?,
+                    },
+                    status: CertStatus::from_str(&status).map_err(StoreError::Corrupt)?,
+                    added_at: r.try_get("added_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn add_client_certificate(
+        &self,
+        client_id: &ClientId,
+        cert: &CertRecord,
+        now: &str,
+    ) -> Result<CertAdded, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Writing the client row first holds it (a row lock on PostgreSQL, the write lock on
+        // SQLite), so two additions at once cannot both find room for a fifth certificate.
+        let client = sqlx::query("UPDATE clients SET updated_at = $1 WHERE client_id = $2")
+            .bind(now)
+            .bind(client_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&client) != 1 {
+            return Ok(CertAdded::NoSuchClient);
+        }
+        let taken = sqlx::query("SELECT client_id FROM client_certificates WHERE thumbprint = $1")
+            .bind(&cert.thumbprint)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = taken {
+            let owner: String = row.try_get("client_id")?;
+            return Err(StoreError::Conflict(format!(
+                "certificate {} (registered to client {owner})",
+                cert.thumbprint
+            )));
+        }
+        let active: i64 = sqlx::query(
+            "SELECT count(*) AS n FROM client_certificates \
+             WHERE client_id = $1 AND status = 'active'",
+        )
+        .bind(client_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if usize::try_from(active).unwrap_or(usize::MAX) >= MAX_ACTIVE_CERTS {
+            return Ok(CertAdded::SetFull);
+        }
+        sqlx::query(
+            "INSERT INTO client_certificates (thumbprint, client_id, subject, issuer, serial, \
+             not_after, added_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&cert.thumbprint)
+        .bind(client_id.as_str())
+        .bind(&cert.subject)
+        .bind(&cert.issuer)
+        .bind(&cert.serial)
+        .bind(cert.not_after)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CertAdded::Added)
+    }
+
+    pub async fn revoke_client_certificate(
+        &self,
+        client_id: &ClientId,
+        thumbprint: &str,
+    ) -> Result<CertRevoked, StoreError> {
+        if !storable(thumbprint) {
+            return Ok(CertRevoked::NotFound);
+        }
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT thumbprint, subject, issuer, serial, not_after, status \
+             FROM client_certificates WHERE client_id = $1 AND thumbprint = $2",
+        )
+        .bind(client_id.as_str())
+        .bind(thumbprint)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(CertRevoked::NotFound);
+        };
+        let record = CertRecord {
+            thumbprint: row.try_get("thumbprint")?,
+            subject: row.try_get("subject")?,
+            issuer: row.try_get("issuer")?,
+            serial: row.try_get("serial")?,
+            not_after: row.try_get("not_after")?,
+        };
+        let status: String = row.try_get("status")?;
+        if CertStatus::from_str(&status).map_err(StoreError::Corrupt)? == CertStatus::Revoked {
+            return Ok(CertRevoked::Already(record));
+        }
+        sqlx::query(
+            "UPDATE client_certificates SET status = 'revoked' \
+             WHERE client_id = $1 AND thumbprint = $2",
+        )
+        .bind(client_id.as_str())
+        .bind(thumbprint)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CertRevoked::Now(record))
+    }
+
+    pub async fn revoked_certificates(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT thumbprint, not_after FROM client_certificates \
+             WHERE status = 'revoked' AND not_after > $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("thumbprint")?, r.try_get("not_after")?)))
+            .collect()
+    }
 }
 
 impl Store {
@@ -252,6 +415,57 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.client_certificates().await,
             Self::Postgres(pg) => pg.call(pg.sql.client_certificates()).await,
+        }
+    }
+
+    /// A client's whole certificate set, revoked ones included, oldest first.
+    pub async fn client_certificates_of(
+        &self,
+        client_id: &ClientId,
+    ) -> Result<Vec<ClientCert>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.client_certificates_of(client_id).await,
+            Self::Postgres(pg) => pg.call(pg.sql.client_certificates_of(client_id)).await,
+        }
+    }
+
+    /// Adds a certificate to a client's set, if the set has room (at most
+    /// [`MAX_ACTIVE_CERTS`] active); a certificate registered to anyone already is a conflict.
+    pub async fn add_client_certificate(
+        &self,
+        client_id: &ClientId,
+        cert: &CertRecord,
+        now: &str,
+    ) -> Result<CertAdded, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.add_client_certificate(client_id, cert, now).await,
+            Self::Postgres(pg) => {
+                pg.call(pg.sql.add_client_certificate(client_id, cert, now))
+                    .await
+            }
+        }
+    }
+
+    /// Revokes one certificate of a client's set; it stays in the set, revoked.
+    pub async fn revoke_client_certificate(
+        &self,
+        client_id: &ClientId,
+        thumbprint: &str,
+    ) -> Result<CertRevoked, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.revoke_client_certificate(client_id, thumbprint).await,
+            Self::Postgres(pg) => {
+                pg.call(pg.sql.revoke_client_certificate(client_id, thumbprint))
+                    .await
+            }
+        }
+    }
+
+    /// Revoked certificates that have not expired yet: `(thumbprint, not_after)`.
+    pub async fn revoked_certificates(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.revoked_certificates(now).await,
+            Self::Postgres(pg) => pg.call(pg.sql.revoked_certificates(now)).await,
         }
     }
 }

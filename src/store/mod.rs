@@ -15,7 +15,7 @@ mod sqlite;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use bank::{AccountRecord, CustomerRecord, SandboxSeed, TransactionQuery, TransactionRecord};
-pub use clients::NewClient;
+pub use clients::{CertAdded, CertRevoked, NewClient};
 pub use grants::{GrantRecord, RefreshLookup};
 pub use payments::{PaymentRecord, PaymentRefused};
 

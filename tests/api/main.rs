@@ -1,4 +1,5 @@
 mod audit;
+mod certificates;
 mod cli;
 mod flows;
 mod helpers;
