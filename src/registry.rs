@@ -187,9 +187,12 @@ pub struct Client {
     /// `tls_client_auth_subject_dn` (RFC 8705 §2.1.2), RFC 4514 form.
     pub subject_dn: Option<String>,
     pub cert_thumbprints: Vec<String>,
-    /// Issuer DNs of the client's registered certificates: `tls_client_auth` accepts the
-    /// registered subject only from one of these issuers, not from any trusted CA.
+    /// Issuer DNs of the client's active certificates registered before their issuer's key
+    /// was recorded: for those alone `tls_client_auth` still matches the issuer by DN.
     pub cert_issuers: Vec<String>,
+    /// Keys of the CAs that issued the client's active certificates (see
+    /// [`CertRecord::issuer_key`]).
+    pub cert_issuer_keys: Vec<String>,
     pub redirect_uris: Vec<String>,
     /// The client's public signing keys (RFC 7517 JWK Set), for signed request objects.
     pub jwks: Option<String>,
@@ -251,6 +254,9 @@ pub struct CertRecord {
     pub serial: String,
     /// Unix seconds.
     pub not_after: i64,
+    /// base64url SHA-256 of the issuing CA's SubjectPublicKeyInfo (the certificate's own for
+    /// a self-signed one); `None` for certificates registered before obgate recorded it.
+    pub issuer_key: Option<String>,
 }
 
 /// Facts about a certificate that was presented, whether or not it was accepted.

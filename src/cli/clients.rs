@@ -25,11 +25,9 @@ pub fn new_client(
     client_id: Option<&str>,
 ) -> anyhow::Result<NewClient> {
     let cert = read_cert(cert_path)?;
-    let record = crate::tls::peer::registration_record(&cert)
-        .ok_or_else(|| anyhow!("{}: the certificate cannot be read", cert_path.display()))?;
-    if record.not_after <= clock::now().unix_timestamp() {
-        bail!("{}: the certificate has expired", cert_path.display());
-    }
+    let subject = crate::tls::peer::registration_record(&cert)
+        .ok_or_else(|| anyhow!("{}: the certificate cannot be read", cert_path.display()))?
+        .subject;
     let roles = Role::parse_list(roles).map_err(|e| anyhow!("--roles: {e}"))?;
     let id = match client_id {
         Some(id) => id.to_string(),
@@ -46,45 +44,37 @@ pub fn new_client(
             bail!("--redirect-uri {uri:?}: must be an https:// URI without a fragment");
         }
     }
-    let subject_dn = match auth {
-        AuthMethod::TlsClientAuth => {
-            crate::tls::verify_with_trust_anchors(&settings.tls, &cert).map_err(|e| {
-                anyhow!(
-                    "{}: not usable for tls_client_auth: {e} (issued by a CA in tls.client_ca?)",
-                    cert_path.display()
-                )
-            })?;
-            Some(record.subject.clone())
-        }
-        AuthMethod::SelfSignedTlsClientAuth => {
-            let self_signed = cert.issuer_name_hash() == cert.subject_name_hash()
-                && cert
-                    .public_key()
-                    .and_then(|k| cert.verify(&k))
-                    .unwrap_or(false);
-            if !self_signed {
-                bail!(
-                    "{}: self_signed_tls_client_auth needs a self-signed certificate",
-                    cert_path.display()
-                );
-            }
-            None
-        }
+    let mut client = Client {
+        client_id,
+        name: name.to_string(),
+        status: ClientStatus::Active,
+        roles,
+        auth_method: auth,
+        subject_dn: (auth == AuthMethod::TlsClientAuth).then_some(subject),
+        cert_thumbprints: Vec::new(),
+        cert_issuers: Vec::new(),
+        cert_issuer_keys: Vec::new(),
+        redirect_uris: redirect_uris.to_vec(),
+        jwks: None,
+        created_at: clock::ob_datetime(clock::now()),
     };
+    let record = crate::oauth::clients::admissible_certificate(
+        &client,
+        &cert,
+        &settings.tls,
+        clock::now().unix_timestamp(),
+    )
+    .map_err(|why| {
+        anyhow!(
+            "{}: not usable for {}: {why}",
+            cert_path.display(),
+            auth.as_str()
+        )
+    })?;
+    client.cert_thumbprints = vec![record.thumbprint.clone()];
+    client.cert_issuer_keys = record.issuer_key.iter().cloned().collect();
     Ok(NewClient {
-        client: Client {
-            client_id,
-            name: name.to_string(),
-            status: ClientStatus::Active,
-            roles,
-            auth_method: auth,
-            subject_dn,
-            cert_thumbprints: vec![record.thumbprint.clone()],
-            cert_issuers: vec![record.issuer.clone()],
-            redirect_uris: redirect_uris.to_vec(),
-            jwks: None,
-            created_at: clock::ob_datetime(clock::now()),
-        },
+        client,
         cert: record,
     })
 }

@@ -287,6 +287,7 @@ mod tests {
             subject_dn: None,
             cert_thumbprints: vec![],
             cert_issuers: vec![],
+            cert_issuer_keys: vec![],
             redirect_uris: vec!["https://tpp.example/cb".into()],
             jwks: None,
             created_at: String::new(),

@@ -23,11 +23,18 @@ pub fn authenticate(client: &Client, cert: &VerifiedClientCert) -> Result<(), OA
                     "tls_client_auth needs a certificate issued by a trusted CA".into(),
                 ));
             }
-            if !client.cert_issuers.iter().any(|i| i == cert.issuer()) {
+            // The issuing CA is matched by its key: two trusted CAs may share a DN. Only
+            // certificates registered before issuer keys were recorded match by DN.
+            let by_key = cert
+                .issuer_key()
+                .is_some_and(|k| client.cert_issuer_keys.iter().any(|r| r == k));
+            let by_legacy_dn = client.cert_issuers.iter().any(|i| i == cert.issuer());
+            if !(by_key || by_legacy_dn) {
                 return Err(OAuthError::InvalidClient(format!(
-                    "certificate issuer {:?} did not issue any certificate registered for \
+                    "certificate issuer {:?} (CA key {}) issued no certificate registered for \
                      client {}",
                     cert.issuer(),
+                    cert.issuer_key().unwrap_or("unknown"),
                     client.client_id
                 )));
             }
@@ -69,15 +76,16 @@ pub fn admissible_certificate(
     tls: &TlsSettings,
     now: i64,
 ) -> Result<CertRecord, String> {
-    let record = crate::tls::peer::registration_record(cert)
+    let mut record = crate::tls::peer::registration_record(cert)
         .ok_or_else(|| "the certificate cannot be read".to_string())?;
     if record.not_after <= now {
         return Err("the certificate has expired".into());
     }
     match client.auth_method {
         AuthMethod::TlsClientAuth => {
-            crate::tls::verify_with_trust_anchors(tls, cert)
+            let issuer_key = crate::tls::verify_with_trust_anchors(tls, cert)
                 .map_err(|e| format!("not issued by a trusted CA (tls.client_ca): {e}"))?;
+            record.issuer_key = Some(issuer_key);
             if client.subject_dn.as_deref() != Some(record.subject.as_str()) {
                 return Err(format!(
                     "subject {:?} is not the client's tls_client_auth_subject_dn {:?}",
@@ -95,6 +103,7 @@ pub fn admissible_certificate(
             if !self_signed {
                 return Err("self_signed_tls_client_auth needs a self-signed certificate".into());
             }
+            record.issuer_key = crate::tls::peer::key_id(cert);
         }
     }
     Ok(record)

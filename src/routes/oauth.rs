@@ -197,7 +197,9 @@ async fn authenticate(
         }
         Err(_) => {
             return Err(OAuthError::TemporarilyUnavailable(
-                "certificate revocation state is unavailable; try again".into(),
+                "shared state is unavailable: whether this certificate was revoked cannot be \
+                 told now; try again"
+                    .into(),
             )
             .into());
         }

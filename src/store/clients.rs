@@ -49,6 +49,7 @@ struct ClientRow {
     created_at: String,
     thumbprints: String,
     issuers: String,
+    issuer_keys: String,
 }
 
 impl ClientRow {
@@ -63,6 +64,7 @@ impl ClientRow {
             subject_dn: self.subject_dn.clone(),
             cert_thumbprints: list(&self.thumbprints, ','),
             cert_issuers: list(&self.issuers, ISSUER_SEPARATOR),
+            cert_issuer_keys: list(&self.issuer_keys, ','),
             redirect_uris: serde_json::from_str(&self.redirect_uris)
                 .map_err(|e| corrupt(e.to_string()))?,
             jwks: self.jwks.clone(),
@@ -133,7 +135,7 @@ where
         .await?;
         sqlx::query(
             "INSERT INTO client_certificates (thumbprint, client_id, subject, issuer, serial, \
-             not_after, added_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             not_after, added_at, issuer_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&new.cert.thumbprint)
         .bind(c.client_id.as_str())
@@ -142,6 +144,7 @@ where
         .bind(&new.cert.serial)
         .bind(new.cert.not_after)
         .bind(now)
+        .bind(&new.cert.issuer_key)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -204,7 +207,7 @@ where
 
     pub async fn client_certificates(&self) -> Result<Vec<(String, CertRecord)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT client_id, thumbprint, subject, issuer, serial, not_after \
+            "SELECT client_id, thumbprint, subject, issuer, serial, not_after, issuer_key \
              FROM client_certificates WHERE status = 'active'",
         )
         .fetch_all(&self.pool)
@@ -219,6 +222,7 @@ where
                         issuer: r.try_get("issuer")?,
                         serial: r.try_get("serial")?,
                         not_after: r.try_get("not_after")?,
+                        issuer_key: r.try_get("issuer_key")?,
                     },
                 ))
             })
@@ -230,7 +234,7 @@ where
         client_id: &ClientId,
     ) -> Result<Vec<ClientCert>, StoreError> {
         let rows = sqlx::query(
-            "SELECT thumbprint, subject, issuer, serial, not_after, status, added_at \
+            "SELECT thumbprint, subject, issuer, serial, not_after, status, added_at, issuer_key \
              FROM client_certificates WHERE client_id = $1 ORDER BY added_at, thumbprint",
         )
         .bind(client_id.as_str())
@@ -246,6 +250,7 @@ where
                         issuer: r.try_get("issuer")?,
                         serial: r.try_get("serial")?,
                         not_after: r.try_get("not_after")?,
+                        issuer_key: r.try_get("issuer_key")?,
                     },
                     status: CertStatus::from_str(&status).map_err(StoreError::Corrupt)?,
                     added_at: r.try_get("added_at")?,
@@ -295,7 +300,7 @@ where
         }
         sqlx::query(
             "INSERT INTO client_certificates (thumbprint, client_id, subject, issuer, serial, \
-             not_after, added_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             not_after, added_at, issuer_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&cert.thumbprint)
         .bind(client_id.as_str())
@@ -304,6 +309,7 @@ where
         .bind(&cert.serial)
         .bind(cert.not_after)
         .bind(now)
+        .bind(&cert.issuer_key)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -320,7 +326,7 @@ where
         }
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "SELECT thumbprint, subject, issuer, serial, not_after, status \
+            "SELECT thumbprint, subject, issuer, serial, not_after, status, issuer_key \
              FROM client_certificates WHERE client_id = $1 AND thumbprint = $2",
         )
         .bind(client_id.as_str())
@@ -336,6 +342,7 @@ where
             issuer: row.try_get("issuer")?,
             serial: row.try_get("serial")?,
             not_after: row.try_get("not_after")?,
+            issuer_key: row.try_get("issuer_key")?,
         };
         let status: String = row.try_get("status")?;
         if CertStatus::from_str(&status).map_err(StoreError::Corrupt)? == CertStatus::Revoked {

@@ -20,7 +20,10 @@ impl Dialect for Postgres {
      COALESCE((SELECT string_agg(thumbprint, ',') FROM client_certificates cc \
                WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS thumbprints, \
      COALESCE((SELECT string_agg(issuer, chr(31)) FROM client_certificates cc \
-               WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS issuers \
+               WHERE cc.client_id = c.client_id AND cc.status = 'active' \
+               AND cc.issuer_key IS NULL), '') AS issuers, \
+     COALESCE((SELECT string_agg(issuer_key, ',') FROM client_certificates cc \
+               WHERE cc.client_id = c.client_id AND cc.status = 'active'), '') AS issuer_keys \
      FROM clients c";
 
     const TRANSITION_CONSENT: &str = "UPDATE consents SET status = $1, status_updated_at = $2 \

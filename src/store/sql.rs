@@ -16,8 +16,9 @@ use super::StoreError;
 
 /// What one backend's SQL says differently.
 pub trait Dialect: Database<Arguments: IntoArguments<Self>> {
-    /// A client with its active certificates' thumbprints and issuers, each as one column
-    /// (`thumbprints` joined by `,`, `issuers` by [`ISSUER_SEPARATOR`]).
+    /// A client with its active certificates' thumbprints (`thumbprints`, joined by `,`), their
+    /// issuers' keys (`issuer_keys`, by `,`) and, for certificates registered before issuer
+    /// keys were recorded, their issuers' DNs (`issuers`, by [`ISSUER_SEPARATOR`]).
     const CLIENT_SELECT: &'static str;
 
     /// Moves a consent to `$1` (at `$2`) from any status in the JSON array `$4`.

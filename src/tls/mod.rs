@@ -21,7 +21,7 @@ use openssl::ssl::{
     SslVersion, select_next_proto,
 };
 use openssl::stack::Stack;
-use openssl::x509::store::{X509Lookup, X509StoreBuilder};
+use openssl::x509::store::{X509Lookup, X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509, X509StoreContextRef};
 use tokio::net::TcpStream;
@@ -85,6 +85,9 @@ pub enum Listener {
 /// session issued before a reload cannot be resumed after it.
 struct MtlsTrust {
     acceptor: SslAcceptor,
+    /// The same anchors and CRLs as the acceptor's: a resumed session's certificate is
+    /// verified against them again (OpenSSL keeps no chain for it).
+    verify_store: X509Store,
     operator_anchors: HashSet<Thumbprint>,
     generation: u64,
 }
@@ -108,6 +111,7 @@ impl TlsFrontend {
         Ok(Self {
             mtls: ArcSwap::from_pointee(MtlsTrust {
                 acceptor: mtls_acceptor(settings)?,
+                verify_store: verify_store(settings)?,
                 operator_anchors: operator_anchors(settings)?,
                 generation: 0,
             }),
@@ -123,6 +127,7 @@ impl TlsFrontend {
     /// Re-reads certificates, trust anchors and CRLs. On error the old contexts stay in force.
     pub fn reload(&self, settings: &TlsSettings) -> Result<(), TlsError> {
         let acceptor = mtls_acceptor(settings)?;
+        let verify_store = verify_store(settings)?;
         let public = public_acceptor(settings)?;
         let operator_anchors = operator_anchors(settings)?;
         let _one_at_a_time = self
@@ -134,6 +139,7 @@ impl TlsFrontend {
         let generation = self.live_generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.mtls.store(Arc::new(MtlsTrust {
             acceptor,
+            verify_store,
             operator_anchors,
             generation,
         }));
@@ -161,6 +167,7 @@ impl TlsFrontend {
         };
         PeerIdentity::from_session(
             ssl,
+            &trust.verify_store,
             &trust.operator_anchors,
             &self.self_signed.load(),
             trust.generation,
@@ -407,13 +414,11 @@ fn base_acceptor(settings: &TlsSettings) -> Result<SslAcceptorBuilder, TlsError>
     Ok(b)
 }
 
-fn mtls_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
-    let mut b = base_acceptor(settings)?;
+/// The client-certificate trust store: the anchors, and the CRLs when configured.
+fn verify_store(settings: &TlsSettings) -> Result<X509Store, TlsError> {
     let mut store = X509StoreBuilder::new()?;
-    let mut ca_names = Stack::new()?;
     for path in &settings.client_ca {
         for ca in read_certs(path)? {
-            ca_names.push(ca.subject_name().to_owned()?)?;
             store.add_cert(ca)?;
         }
     }
@@ -434,7 +439,18 @@ fn mtls_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
         // revoked intermediate CA takes its whole subtree down with it.
         store.set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)?;
     }
-    b.set_verify_cert_store(store.build())?;
+    Ok(store.build())
+}
+
+fn mtls_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
+    let mut b = base_acceptor(settings)?;
+    let mut ca_names = Stack::new()?;
+    for path in &settings.client_ca {
+        for ca in read_certs(path)? {
+            ca_names.push(ca.subject_name().to_owned()?)?;
+        }
+    }
+    b.set_verify_cert_store(verify_store(settings)?)?;
     b.set_client_ca_list(ca_names);
     b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     b.set_session_id_context(b"obgate-mtls")?;
@@ -451,8 +467,9 @@ fn public_acceptor(settings: &TlsSettings) -> Result<SslAcceptor, TlsError> {
 }
 
 /// Checks, outside any handshake, that `cert` chains to one of the configured trust anchors
-/// and is within its validity period (as the mTLS listener will check it).
-pub fn verify_with_trust_anchors(settings: &TlsSettings, cert: &X509) -> Result<(), String> {
+/// and is within its validity period (as the mTLS listener will check it); returns the key of
+/// the CA that issued it (see [`peer::key_id`]).
+pub fn verify_with_trust_anchors(settings: &TlsSettings, cert: &X509) -> Result<String, String> {
     let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
     for path in &settings.client_ca {
         for ca in read_certs(path).map_err(|e| e.to_string())? {
@@ -465,15 +482,19 @@ pub fn verify_with_trust_anchors(settings: &TlsSettings, cert: &X509) -> Result<
     let store = store.build();
     let chain = Stack::new().map_err(|e| e.to_string())?;
     let mut ctx = openssl::x509::X509StoreContext::new().map_err(|e| e.to_string())?;
-    let ok = ctx
+    let (result, issuer_key) = ctx
         .init(&store, cert, &chain, |c| {
             c.verify_cert()?;
-            Ok(c.error())
+            let issuer = c
+                .chain()
+                .and_then(|chain| chain.get(1).or_else(|| chain.get(0)))
+                .and_then(peer::key_id);
+            Ok((c.error(), issuer))
         })
         .map_err(|e| e.to_string())?;
-    if ok == openssl::x509::X509VerifyResult::OK {
-        Ok(())
-    } else {
-        Err(ok.error_string().to_string())
+    match (result == openssl::x509::X509VerifyResult::OK, issuer_key) {
+        (true, Some(key)) => Ok(key),
+        (true, None) => Err("the issuing CA's key could not be read".into()),
+        (false, _) => Err(result.error_string().to_string()),
     }
 }

@@ -12,7 +12,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::ssl::SslRef;
-use openssl::x509::{X509NameRef, X509Ref};
+use openssl::stack::{Stack, StackRef};
+use openssl::x509::store::X509StoreRef;
+use openssl::x509::{X509, X509NameRef, X509Ref, X509StoreContext};
 
 use crate::registry::{CertFacts, CertRecord};
 
@@ -91,6 +93,9 @@ struct CertInfo {
     serial: String,
     not_after: i64,
     trust: CertTrust,
+    /// base64url SHA-256 of the issuing CA's public key (the certificate's own when it is
+    /// self-signed); `None` when the chain could not be read.
+    issuer_key: Option<String>,
     operator_roles: Vec<OperatorRole>,
     /// The trust configuration this connection was verified under, and the live one.
     generation: u64,
@@ -114,13 +119,64 @@ pub fn registration_record(cert: &X509Ref) -> Option<CertRecord> {
         issuer: dn_string(cert.issuer_name()),
         serial: serial_hex(cert)?,
         not_after: not_after_unix(cert)?,
+        issuer_key: None,
     })
+}
+
+/// base64url SHA-256 of a certificate's SubjectPublicKeyInfo: which key it is, whatever DN it
+/// goes by.
+pub fn key_id(cert: &X509Ref) -> Option<String> {
+    let spki = cert.public_key().ok()?.public_key_to_der().ok()?;
+    let digest = openssl::hash::hash(MessageDigest::sha256(), &spki).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(digest))
+}
+
+/// What the TLS layer needs of a verified chain (leaf first): the issuer's key, and the trust
+/// anchor it ends at.
+/// Hashing the anchor is only worth it (`want_anchor`) for the few connections whose subject
+/// claims to be an operator's.
+fn chain_facts(chain: &StackRef<X509>, want_anchor: bool) -> (Option<String>, Option<Thumbprint>) {
+    let issuer = chain.get(1).or_else(|| chain.get(0)).and_then(key_id);
+    let anchor = want_anchor
+        .then(|| chain.iter().last().and_then(|a| Thumbprint::of(a).ok()))
+        .flatten();
+    (issuer, anchor)
+}
+
+/// The chain facts of this connection. A full handshake keeps the chain it verified; a resumed
+/// session does not (OpenSSL keeps only the leaf), so its leaf is verified again against
+/// `verify_store`, the anchors and CRLs of the handshake that created the session.
+fn connection_chain_facts(
+    ssl: &SslRef,
+    verify_store: &X509StoreRef,
+    cert: &X509Ref,
+    want_anchor: bool,
+) -> (Option<String>, Option<Thumbprint>) {
+    if let Some(chain) = ssl.verified_chain() {
+        return chain_facts(chain, want_anchor);
+    }
+    if !ssl.session_reused() {
+        return (None, None);
+    }
+    let reverified = || -> Result<_, openssl::error::ErrorStack> {
+        let untrusted = Stack::new()?;
+        let mut ctx = X509StoreContext::new()?;
+        ctx.init(verify_store, cert, &untrusted, |c| {
+            Ok(if c.verify_cert()? {
+                c.chain().map(|chain| chain_facts(chain, want_anchor))
+            } else {
+                None
+            })
+        })
+    };
+    reverified().ok().flatten().unwrap_or((None, None))
 }
 
 impl VerifiedClientCert {
     fn from_handshake(
         cert: &X509Ref,
         trust: CertTrust,
+        issuer_key: Option<String>,
         operator_roles: Vec<OperatorRole>,
         generation: u64,
         live_generation: &Arc<AtomicU64>,
@@ -137,6 +193,7 @@ impl VerifiedClientCert {
             serial: serial_hex(cert)?,
             not_after,
             trust,
+            issuer_key,
             operator_roles,
             generation,
             live_generation: Arc::clone(live_generation),
@@ -159,6 +216,10 @@ impl VerifiedClientCert {
     }
     pub fn issuer(&self) -> &str {
         &self.0.issuer
+    }
+    /// base64url SHA-256 of the issuing CA's public key (see [`key_id`]).
+    pub fn issuer_key(&self) -> Option<&str> {
+        self.0.issuer_key.as_deref()
     }
     /// Serial number in upper-case hex.
     pub fn serial(&self) -> &str {
@@ -225,9 +286,11 @@ impl PeerIdentity {
     /// against the trust the handshake used (`generation`, checked later against
     /// `live_generation`). A certificate is an operator's only if its verified chain ends at
     /// one of `operator_anchors` and its subject says so; on a resumed session, where OpenSSL
-    /// keeps no chain, it is not (fail closed: the operator does a full handshake next time).
+    /// keeps no chain, the leaf is verified again against the listener's trust store to find
+    /// its issuer and anchor (browsers resume, and an operator stays one).
     pub fn from_session(
         ssl: &SslRef,
+        verify_store: &X509StoreRef,
         operator_anchors: &HashSet<Thumbprint>,
         self_signed: &HashSet<Thumbprint>,
         generation: u64,
@@ -252,20 +315,22 @@ impl PeerIdentity {
         } else {
             return Self::Rejected("certificate verification failed");
         };
-        // The subject is read first: hashing the trust anchor is only worth it for the few
-        // connections that claim to be an operator's.
         let mut roles = operator_roles(&cert);
-        let anchored = !roles.is_empty()
-            && trust == CertTrust::Chain
-            && ssl
-                .verified_chain()
-                .and_then(|chain| chain.iter().last())
-                .and_then(|anchor| Thumbprint::of(anchor).ok())
-                .is_some_and(|t| operator_anchors.contains(&t));
-        if !anchored {
+        let (issuer_key, anchor) = match trust {
+            CertTrust::Chain => connection_chain_facts(ssl, verify_store, &cert, !roles.is_empty()),
+            CertTrust::SelfSignedRegistered => (key_id(&cert), None),
+        };
+        if !anchor.is_some_and(|t| operator_anchors.contains(&t)) {
             roles.clear();
         }
-        match VerifiedClientCert::from_handshake(&cert, trust, roles, generation, live_generation) {
+        match VerifiedClientCert::from_handshake(
+            &cert,
+            trust,
+            issuer_key,
+            roles,
+            generation,
+            live_generation,
+        ) {
             Some(v) => Self::Verified(v),
             None => Self::Rejected("certificate could not be read"),
         }

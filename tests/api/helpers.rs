@@ -100,6 +100,20 @@ impl TestApp {
             .build()?)
     }
 
+    /// Like [`Self::client`], but every request opens a new connection, resuming the last TLS
+    /// session when it can (as browsers and busy TPPs do).
+    pub fn client_resuming(&self, c: &CertFiles) -> Res<reqwest::Client> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(&c.cert)?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(&c.key)?;
+        let config = self.rustls()?.with_client_auth_cert(chain, key)?;
+        Ok(reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .pool_max_idle_per_host(0)
+            .build()?)
+    }
+
     /// A rustls client with no certificate at all.
     pub fn anonymous(&self) -> Res<reqwest::Client> {
         let config = self.rustls()?.with_no_client_auth();
@@ -537,7 +551,12 @@ pub fn redis_with_prefix(url: &str) -> String {
 
 /// An app that also trusts a second CA, for TPPs only (not an operator anchor); returns that CA.
 pub async fn spawn_app_with_partner_ca() -> Res<(TestApp, Issued)> {
-    let partner_ca = issue(&CertSpec::ca("partner CA", now()), None)?;
+    spawn_app_with_second_ca("partner CA").await
+}
+
+/// An app that also trusts a second CA named `name` (the test CA is `test CA`), for TPPs only.
+pub async fn spawn_app_with_second_ca(name: &str) -> Res<(TestApp, Issued)> {
+    let partner_ca = issue(&CertSpec::ca(name, now()), None)?;
     let pem = partner_ca.cert_pem()?;
     let app = spawn_app_with(move |s| {
         let path = s.tls.client_ca[0].with_file_name("partner-ca.pem");

@@ -500,6 +500,31 @@ async fn an_operator_may_introspect_any_token_but_a_look_alike_from_another_anch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_ca_that_shares_the_issuers_name_does_not_authenticate_the_client() -> TestResult
+{
+    // Two trusted CAs both called "test CA": the issuer is told apart by its key, not its DN
+    // (keycloak#52801 is this, matched by DN strings).
+    let (app, twin_ca) = spawn_app_with_second_ca("test CA").await?;
+    let twin = obgate::pki::issue(
+        &obgate::pki::CertSpec::tpp("Alpha Ltd", "0015800001ALPHA", "tpp-a", now()),
+        Some(&twin_ca),
+    )?;
+    let (cert, key) = twin.write(&app.path("pki"), "same-name-twin")?;
+    let res = app
+        .client(&CertFiles { cert, key })?
+        .post(format!("{}/token", app.mtls))
+        .form(&[("grant_type", "client_credentials"), ("client_id", "tpp-a")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await?;
+    assert_eq!(body["error"], "invalid_client", "{body}");
+    // The registered certificate still works.
+    app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registered_subject_from_another_trusted_ca_does_not_authenticate_the_client()
 -> TestResult {
     let (app, partner_ca) = spawn_app_with_partner_ca().await?;
