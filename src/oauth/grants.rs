@@ -8,12 +8,13 @@ use serde_json::{Map, Value};
 use super::authorize::{
     self, IssuedCode, USED_CODE_MEMORY, code_key, pkce_matches, random_token, used_code_key,
 };
-use super::token::{CustomerGrant, MintedToken, TokenService};
+use super::token::{CustomerGrant, MintedToken, TokenService, certificate_revocation_key};
 use super::{OAuthError, ScopeSet, client_credentials_scope};
 use time::OffsetDateTime;
 
+use crate::clock;
 use crate::consent::Kind;
-use crate::registry::Client;
+use crate::registry::{CertStatus, Client};
 use crate::state::SharedState;
 use crate::store::{ConsentRecord, GrantRecord, RefreshLookup, Store, StoreError};
 use crate::tls::VerifiedClientCert;
@@ -24,6 +25,9 @@ pub struct GrantSettings {
     pub access_token_lifetime: i64,
     pub refresh_token_lifetime: i64,
     pub rotate_refresh_tokens: bool,
+    /// For this many seconds after a certificate joins a client's set, a refresh token bound
+    /// to another of its certificates may be presented over it (SPEC §6 rotation); 0: never.
+    pub rotation_overlap: i64,
 }
 
 /// Tokens issued by a customer grant.
@@ -34,6 +38,9 @@ pub struct Issued {
     pub refresh_token: Option<String>,
     /// OpenID Connect ID token, when `openid` was asked for (code grant only).
     pub id_token: Option<String>,
+    /// The certificate the grant was bound to before this refresh moved it to the
+    /// connection's (certificate rotation), base64url thumbprint.
+    pub rotated_from: Option<String>,
     pub consent_id: String,
 }
 
@@ -275,6 +282,7 @@ impl GrantContext<'_> {
             refresh_token,
             id_token,
             consent_id: request.consent_id.clone(),
+            rotated_from: None,
         })
     }
 
@@ -319,13 +327,9 @@ impl GrantContext<'_> {
                 "the refresh token was issued to another client".into(),
             ));
         }
-        if grant.cert_thumbprint != cert.thumbprint_b64() {
-            return Err(OAuthError::InvalidGrant(format!(
-                "the refresh token is bound to certificate thumbprint {}, but this connection's \
-                 certificate has thumbprint {}",
-                grant.cert_thumbprint,
-                cert.thumbprint_b64()
-            )));
+        let rebinding = grant.cert_thumbprint != cert.thumbprint_b64();
+        if rebinding && self.settings.rotation_overlap <= 0 {
+            return Err(OAuthError::InvalidGrant(binding_mismatch(&grant, cert)));
         }
         if grant.expires_at <= now {
             return Err(OAuthError::InvalidGrant(
@@ -334,6 +338,12 @@ impl GrantContext<'_> {
         }
         let consent = self.usable_consent(&grant.consent_id, client, now).await?;
         let customer = Self::customer(&consent)?;
+        let rotated_from = if !rebinding {
+            None
+        } else {
+            self.rotate_certificate(&grant, client, cert, now).await?;
+            Some(grant.cert_thumbprint.clone())
+        };
         let refresh_token = if self.settings.rotate_refresh_tokens {
             let new = random_token()?;
             let rotated = self
@@ -361,11 +371,85 @@ impl GrantContext<'_> {
             refresh_token,
             id_token: None,
             consent_id: grant.consent_id,
+            rotated_from,
         })
     }
 }
 
 impl GrantContext<'_> {
+    /// SPEC §6 rotation: a refresh token bound to the client's certificate A, presented over
+    /// its certificate B, moves the grant to B, but only within `rotation_overlap` seconds of
+    /// B joining the set, and never once A is revoked (revocation beats rotation).
+    async fn rotate_certificate(
+        &self,
+        grant: &GrantRecord,
+        client: &Client,
+        cert: &VerifiedClientCert,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let mismatch = || binding_mismatch(grant, cert);
+        let overlap = self.settings.rotation_overlap;
+        if overlap <= 0 {
+            return Err(OAuthError::InvalidGrant(mismatch()));
+        }
+        let old = certificate_revocation_key(&grant.cert_thumbprint);
+        match self.state.first_revoked(&[&old]).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return Err(OAuthError::InvalidGrant(format!(
+                    "{}; certificate {} was revoked, and rotation does not outlive a revocation",
+                    mismatch(),
+                    grant.cert_thumbprint
+                )));
+            }
+            Err(_) => {
+                return Err(OAuthError::TemporarilyUnavailable(
+                    "shared state is unavailable: whether the refresh token's certificate was \
+                     revoked cannot be told now; try again"
+                        .into(),
+                ));
+            }
+        }
+        let set = self
+            .store
+            .client_certificates_of(&client.client_id)
+            .await
+            .map_err(store_failed)?;
+        let added = set
+            .iter()
+            .find(|c| {
+                c.record.thumbprint == cert.thumbprint_b64() && c.status == CertStatus::Active
+            })
+            .and_then(|c| clock::parse(&c.added_at))
+            .map(|t| t.unix_timestamp());
+        match added {
+            Some(added) if now - added <= overlap => {}
+            _ => {
+                return Err(OAuthError::InvalidGrant(format!(
+                    "{}; the {overlap} s rotation window after that certificate joined the \
+                     client's set has passed",
+                    mismatch()
+                )));
+            }
+        }
+        let moved = self
+            .store
+            .rebind_grant(
+                &grant.grant_id,
+                &grant.cert_thumbprint,
+                cert.thumbprint_b64(),
+            )
+            .await
+            .map_err(store_failed)?;
+        if moved {
+            Ok(())
+        } else {
+            Err(OAuthError::InvalidGrant(
+                "the grant was moved by a concurrent refresh; use its newest tokens".into(),
+            ))
+        }
+    }
+
     /// RFC 7009 for refresh tokens: revokes the grant (and its access tokens) if `token` is one
     /// of `client`'s refresh tokens; an unknown token is not an error (RFC 7009 §2.2).
     pub async fn revoke_refresh_token(
@@ -411,4 +495,14 @@ pub async fn issue_code(
         .await
         .map_err(unavailable)?;
     Ok(code)
+}
+
+/// Why a refresh token is refused over a certificate it is not bound to.
+fn binding_mismatch(grant: &GrantRecord, cert: &VerifiedClientCert) -> String {
+    format!(
+        "the refresh token is bound to certificate thumbprint {}, but this connection's \
+         certificate has thumbprint {}",
+        grant.cert_thumbprint,
+        cert.thumbprint_b64()
+    )
 }

@@ -51,6 +51,7 @@ struct RawTokens {
     refresh_token_lifetime_secs: Option<Spanned<i64>>,
     #[serde(default)]
     refresh_token_rotation: bool,
+    rotation_overlap_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,6 +137,7 @@ pub(super) fn parse(
             access_token_lifetime: lifetimes.access_token,
             refresh_token_lifetime: lifetimes.refresh_token,
             rotate_refresh_tokens: raw.tokens.refresh_token_rotation,
+            rotation_overlap: lifetimes.rotation_overlap,
         },
         require_signed_request_object: raw.authorization.require_signed_request_object,
         request_uri_lifetime: lifetimes.request_uri,
@@ -170,6 +172,7 @@ struct Lifetimes {
     access_token: i64,
     refresh_token: i64,
     request_uri: i64,
+    rotation_overlap: i64,
 }
 
 /// `[tokens]` and `[authorization]` lifetimes, each within its allowed range.
@@ -206,10 +209,26 @@ fn lifetimes(issues: &mut Issues, raw: &RawPolicy) -> Lifetimes {
         Some(l) => *l.get_ref(),
         None => crate::oauth::authorize::REQUEST_URI_LIFETIME,
     };
+    let rotation_overlap = match &raw.tokens.rotation_overlap_secs {
+        Some(l) if !(0..=30 * 86_400).contains(l.get_ref()) => {
+            issues.push(
+                l.span(),
+                "tokens.rotation_overlap_secs",
+                format!(
+                    "{} is outside 0..=2592000 seconds (0: a certificate's tokens end with it)",
+                    l.get_ref()
+                ),
+            );
+            0
+        }
+        Some(l) => *l.get_ref(),
+        None => 0,
+    };
     Lifetimes {
         access_token: *lifetime.get_ref(),
         refresh_token,
         request_uri,
+        rotation_overlap,
     }
 }
 

@@ -283,44 +283,50 @@ pub async fn token(
         tokens: &state.tokens,
         settings: policy.grant_settings(),
     };
-    let (minted, refresh_token, id_token, consent_id) = if grant_type == "client_credentials" {
-        let allowed = policy.scopes_for(&client.roles);
-        let minted = grants.client_credentials(&client, &cert, text("scope"), &allowed, now)?;
-        (minted, None, None, None)
-    } else {
-        let issued = if grant_type == "authorization_code" {
-            grants.exchange_code(&params, &client, &cert, now).await
+    let (minted, refresh_token, id_token, consent_id, rotated_from) =
+        if grant_type == "client_credentials" {
+            let allowed = policy.scopes_for(&client.roles);
+            let minted = grants.client_credentials(&client, &cert, text("scope"), &allowed, now)?;
+            (minted, None, None, None, None)
         } else {
-            grants.refresh(&params, &client, &cert, now).await
+            let issued = if grant_type == "authorization_code" {
+                grants.exchange_code(&params, &client, &cert, now).await
+            } else {
+                grants.refresh(&params, &client, &cert, now).await
+            };
+            let issued = issued.inspect_err(|e| {
+                if let OAuthError::InvalidGrant(_) = e {
+                    state
+                        .metrics
+                        .token_rejections
+                        .with_label_values(&["invalid_grant"])
+                        .inc();
+                }
+            })?;
+            (
+                issued.access,
+                issued.refresh_token,
+                issued.id_token,
+                Some(issued.consent_id),
+                issued.rotated_from,
+            )
         };
-        let issued = issued.inspect_err(|e| {
-            if let OAuthError::InvalidGrant(_) = e {
-                state
-                    .metrics
-                    .token_rejections
-                    .with_label_values(&["invalid_grant"])
-                    .inc();
-            }
-        })?;
-        (
-            issued.access,
-            issued.refresh_token,
-            issued.id_token,
-            Some(issued.consent_id),
-        )
-    };
     state
         .metrics
         .tokens_issued
         .with_label_values(&[grant_type])
         .inc();
-    Ok(token_response(
-        &req,
-        minted,
-        refresh_token,
-        id_token,
-        consent_id,
-    ))
+    let mut res = token_response(&req, minted, refresh_token, id_token, consent_id);
+    if let Some(previous) = rotated_from {
+        // The event carries the new certificate; the log also says which one the grant left.
+        tracing::info!(client = %client.client_id, from = %previous, to = %cert.thumbprint_b64(),
+            "refresh moved the grant to the client's new certificate");
+        res.extensions_mut().insert(AuditNote {
+            outcome: Outcome::Allowed,
+            reason: "cert_rotated",
+        });
+    }
+    Ok(res)
 }
 
 /// The token response, the one way to hand out what a grant minted; it records which token

@@ -183,6 +183,23 @@ where
         tx.commit().await?;
         Ok(live)
     }
+
+    pub async fn rebind_grant(
+        &self,
+        grant_id: &str,
+        from_thumbprint: &str,
+        to_thumbprint: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE grants SET cert_thumbprint = $1 WHERE grant_id = $2 AND cert_thumbprint = $3",
+        )
+        .bind(to_thumbprint)
+        .bind(grant_id)
+        .bind(from_thumbprint)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
 }
 
 impl Store {
@@ -248,6 +265,29 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.revoke_grant(grant_id, now).await,
             Self::Postgres(pg) => pg.call(pg.sql.revoke_grant(grant_id, now)).await,
+        }
+    }
+
+    /// Moves a grant from one certificate of its client to another (certificate rotation);
+    /// false when it was not bound to `from_thumbprint` any more (a concurrent refresh won).
+    pub async fn rebind_grant(
+        &self,
+        grant_id: &str,
+        from_thumbprint: &str,
+        to_thumbprint: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Sqlite(s) => {
+                s.rebind_grant(grant_id, from_thumbprint, to_thumbprint)
+                    .await
+            }
+            Self::Postgres(pg) => {
+                pg.call(
+                    pg.sql
+                        .rebind_grant(grant_id, from_thumbprint, to_thumbprint),
+                )
+                .await
+            }
         }
     }
 }

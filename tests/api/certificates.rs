@@ -303,3 +303,109 @@ async fn an_operator_stays_one_and_a_tpp_authenticates_over_resumed_tls_sessions
     }
     Ok(())
 }
+
+fn with_overlap(secs: i64) -> impl FnOnce(&mut obgate::config::Settings) {
+    with_policy(move |t| {
+        t.replace(
+            "rotation_overlap_secs = 0",
+            &format!("rotation_overlap_secs = {secs}"),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_the_rotation_window_a_refresh_over_the_new_certificate_moves_the_grant_to_it()
+-> TestResult {
+    let app = spawn_app_with(with_overlap(600)).await?;
+    let portal = operator(&app, "portal-op", &["portal"])?;
+    let a = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let (tokens, _) = crate::flows::ais_tokens(&a).await?;
+    let refresh = tokens.refresh_token.ok_or("no refresh token")?;
+    let b_cert = successor(&app, "tpp-a-next")?;
+    assert_eq!(add(&app, &portal, &b_cert).await?.0, 201);
+    let b = Tpp::new(&app, &b_cert, "tpp-a")?;
+
+    let (status, body) = b.refresh("tpp-a", &refresh).await?;
+    assert_eq!(status, 200, "{body}");
+    let access = body["access_token"].as_str().ok_or("no access token")?;
+    assert_eq!(
+        claims_of(access)?["cnf"]["x5t#S256"],
+        b_cert.thumbprint()?,
+        "bound to the new certificate"
+    );
+    assert_eq!(
+        b.get(access, "/open-banking/v3.1/aisp/accounts").await?.0,
+        200
+    );
+    let rotated = app
+        .await_audit(|e| e.reason.as_deref() == Some("cert_rotated"))
+        .await?;
+    assert_eq!(rotated.cert_thumbprint, Some(b_cert.thumbprint()?));
+    // The grant now lives on B: over A the same refresh token is a mismatch.
+    let (status, body) = a.refresh("tpp-a", &refresh).await?;
+    assert_eq!(status, 400, "{body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_is_refused_when_off_after_the_window_and_once_the_old_certificate_is_revoked()
+-> TestResult {
+    // Off (the shipped policy): a refresh bound to A is refused over B.
+    let app = spawn_app().await?;
+    let portal = operator(&app, "portal-op", &["portal"])?;
+    let a = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let (tokens, _) = crate::flows::ais_tokens(&a).await?;
+    let refresh = tokens.refresh_token.ok_or("no refresh token")?;
+    let b_cert = successor(&app, "tpp-a-next")?;
+    assert_eq!(add(&app, &portal, &b_cert).await?.0, 201);
+    let b = Tpp::new(&app, &b_cert, "tpp-a")?;
+    let (status, body) = b.refresh("tpp-a", &refresh).await?;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, "invalid_grant".into())
+    );
+
+    // On, but the window has passed.
+    let app = spawn_app_with(with_overlap(60)).await?;
+    let portal = operator(&app, "portal-op", &["portal"])?;
+    let a = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let (tokens, _) = crate::flows::ais_tokens(&a).await?;
+    let refresh = tokens.refresh_token.ok_or("no refresh token")?;
+    let b_cert = successor(&app, "tpp-a-next")?;
+    assert_eq!(add(&app, &portal, &b_cert).await?.0, 201);
+    app.clock.advance(61);
+    let b = Tpp::new(&app, &b_cert, "tpp-a")?;
+    let (status, body) = b.refresh("tpp-a", &refresh).await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("window"),
+        "{body}"
+    );
+
+    // On and within the window, but A was revoked: revocation beats rotation.
+    let app = spawn_app_with(with_overlap(600)).await?;
+    let portal = operator(&app, "portal-op", &["portal"])?;
+    let a = Tpp::new(&app, &app.tpp_a, "tpp-a")?;
+    let (tokens, _) = crate::flows::ais_tokens(&a).await?;
+    let refresh = tokens.refresh_token.ok_or("no refresh token")?;
+    let b_cert = successor(&app, "tpp-a-next")?;
+    assert_eq!(add(&app, &portal, &b_cert).await?.0, 201);
+    assert_eq!(
+        revoke(&app, &portal, &app.tpp_a.thumbprint()?).await?.0,
+        200
+    );
+    let b = Tpp::new(&app, &b_cert, "tpp-a")?;
+    let (status, body) = b.refresh("tpp-a", &refresh).await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("revoked"),
+        "{body}"
+    );
+    Ok(())
+}
