@@ -109,6 +109,7 @@ impl Application {
             // Tokens are refused (503) until the revocations are in; the keeper below retries.
             tracing::warn!(error = %e, "could not load revocations into shared state yet");
         }
+        revoke_crl_listed(&store, &shared, &settings.tls, clock.unix()).await?;
         let policy = Policy::load(&settings.policy.dir, &ops::openapi::protected_routes())?;
         let alg: SigningAlg = settings.oauth.signing_alg.parse()?;
         let keys = Arc::new(SigningKeys::load(&settings.oauth.keys_dir, alg)?);
@@ -311,6 +312,13 @@ impl Reloader {
         let settings = &self.state.settings;
         let policy = Policy::load(&settings.policy.dir, &ops::openapi::protected_routes())?;
         self.tls.reload(&settings.tls)?;
+        revoke_crl_listed(
+            &self.state.store,
+            &self.state.state,
+            &settings.tls,
+            self.state.clock.unix(),
+        )
+        .await?;
         self.state.policy.store(Arc::new(policy));
         refresh_self_signed(&self.state.store, &self.tls).await?;
         self.state.tokens.keys().reload()?;
@@ -373,6 +381,41 @@ async fn load_revocations(
             .map(|(thumbprint, not_after)| (certificate_revocation_key(&thumbprint), not_after)),
     );
     shared.load_revocations(&live, now).await?;
+    Ok(())
+}
+
+/// Revokes, in the client registry and shared state, every registered certificate a configured
+/// CRL lists: the handshake already refuses it, and this refuses its tokens too (introspection
+/// included). Run at start and on every reload.
+async fn revoke_crl_listed(
+    store: &Store,
+    shared: &SharedState,
+    tls: &crate::config::TlsSettings,
+    now: i64,
+) -> Result<(), StartupError> {
+    if tls.crl.is_empty() {
+        return Ok(());
+    }
+    let listed = crate::tls::crl_listed(tls)?;
+    for (client_id, cert) in store.client_certificates().await? {
+        if !listed.contains(&(cert.issuer.clone(), cert.serial.clone())) {
+            continue;
+        }
+        let Ok(client_id) = client_id.parse::<crate::registry::ClientId>() else {
+            continue;
+        };
+        store
+            .revoke_client_certificate(&client_id, &cert.thumbprint)
+            .await?;
+        // The database is the record; should shared state be away, the keeper copies it
+        // from there within a quarter second of its return.
+        let key = certificate_revocation_key(&cert.thumbprint);
+        if let Err(e) = shared.revoke(&key, cert.not_after, now).await {
+            tracing::warn!(error = %e, "revoked in the database; shared state follows");
+        }
+        tracing::warn!(client = %client_id, thumbprint = %cert.thumbprint,
+            "a CRL lists this registered certificate; revoked with its tokens");
+    }
     Ok(())
 }
 

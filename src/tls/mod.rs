@@ -374,6 +374,29 @@ fn read_certs(path: &Path) -> Result<Vec<X509>, TlsError> {
     Ok(certs)
 }
 
+/// The certificates the configured CRLs list, as `(issuer DN, serial)` in the forms the client
+/// registry records them, so registered certificates can be marked revoked with their tokens.
+pub fn crl_listed(settings: &TlsSettings) -> Result<HashSet<(String, String)>, TlsError> {
+    let mut listed = HashSet::new();
+    for path in &settings.crl {
+        let pem = crate::pki::read(path).map_err(|e| file_err(path, e.to_string()))?;
+        let crl =
+            openssl::x509::X509Crl::from_pem(&pem).map_err(|_| file_err(path, "not a PEM CRL"))?;
+        let issuer = peer::dn_string(crl.issuer_name());
+        for entry in crl.get_revoked().into_iter().flatten() {
+            if let Some(serial) = entry
+                .serial_number()
+                .to_bn()
+                .ok()
+                .and_then(|bn| bn.to_hex_str().ok().map(|s| s.to_string()))
+            {
+                listed.insert((issuer.clone(), serial));
+            }
+        }
+    }
+    Ok(listed)
+}
+
 fn operator_anchors(settings: &TlsSettings) -> Result<HashSet<Thumbprint>, TlsError> {
     let mut anchors = HashSet::new();
     for path in &settings.operator_ca {

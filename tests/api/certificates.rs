@@ -409,3 +409,41 @@ async fn rotation_is_refused_when_off_after_the_window_and_once_the_old_certific
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_a_crl_lists_has_its_tokens_refused_and_introspected_inactive() -> TestResult
+{
+    let app =
+        spawn_app_with(|s| s.tls.crl = vec![s.tls.client_ca[0].with_file_name("crl.pem")]).await?;
+    let token = app.token(&app.tpp_a, "tpp-a", "accounts").await?;
+    let auditor = app.issue_trusted(
+        "audit-op",
+        CertSpec::operator("audit-op", &["auditor".to_string()], now()),
+    )?;
+    // A new connection each time: a reload ends the connections made before it.
+    let introspect = || async {
+        let res = app
+            .client(&auditor)?
+            .post(format!("{}/introspect", app.mtls))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await?;
+        Res::<Value>::Ok(res.json().await?)
+    };
+    let before: Value = introspect().await?;
+    assert_eq!(before["active"], true, "{before}");
+
+    let ca = obgate::pki::Issued::load(&app.ca, &app.path("pki/ca.key"))?;
+    write_crl(&ca, &app.path("pki/crl.pem"), &[&app.tpp_a])?;
+    app.reloader.reload().await?;
+
+    let after: Value = introspect().await?;
+    assert_eq!(
+        after["active"], false,
+        "a CRL-listed certificate's token: {after}"
+    );
+    let out = app.cli(&["clients", "certs", "tpp-a", "--json"])?;
+    let listed: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(listed[0]["status"], "revoked", "{listed}");
+    Ok(())
+}
