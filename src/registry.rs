@@ -152,15 +152,31 @@ impl FromStr for AuthMethod {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientStatus {
+    /// Registered, awaiting an operator's approval: its calls are refused.
+    Pending,
     Active,
     Suspended,
+    /// Gone for every call; kept so the audit log still says whose events were whose.
+    Deleted,
 }
 
 impl ClientStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            ClientStatus::Pending => "pending",
             ClientStatus::Active => "active",
             ClientStatus::Suspended => "suspended",
+            ClientStatus::Deleted => "deleted",
+        }
+    }
+
+    /// Why a client in this status may not call, for error descriptions; `None` when active.
+    pub fn refusal(self) -> Option<&'static str> {
+        match self {
+            ClientStatus::Active => None,
+            ClientStatus::Pending => Some("is pending approval"),
+            ClientStatus::Suspended => Some("is suspended"),
+            ClientStatus::Deleted => Some("has been deleted"),
         }
     }
 }
@@ -169,9 +185,43 @@ impl FromStr for ClientStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "pending" => Ok(Self::Pending),
             "active" => Ok(Self::Active),
             "suspended" => Ok(Self::Suspended),
+            "deleted" => Ok(Self::Deleted),
             other => Err(format!("unknown client status {other:?}")),
+        }
+    }
+}
+
+/// What an operator can do to a client's status, and from which statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// A pending registration is let in.
+    Approve,
+    Suspend,
+    /// A suspended (or, from the server host, pending) client is let in again.
+    Activate,
+    /// Soft: the client is gone for every call but kept for the audit log's sake.
+    Delete,
+}
+
+impl Lifecycle {
+    pub fn from(self) -> &'static [ClientStatus] {
+        use ClientStatus::*;
+        match self {
+            Lifecycle::Approve => &[Pending],
+            Lifecycle::Suspend => &[Pending, Active],
+            Lifecycle::Activate => &[Pending, Suspended],
+            Lifecycle::Delete => &[Pending, Active, Suspended],
+        }
+    }
+
+    pub fn to(self) -> ClientStatus {
+        match self {
+            Lifecycle::Approve | Lifecycle::Activate => ClientStatus::Active,
+            Lifecycle::Suspend => ClientStatus::Suspended,
+            Lifecycle::Delete => ClientStatus::Deleted,
         }
     }
 }

@@ -8,7 +8,9 @@ use anyhow::{Context, anyhow, bail};
 use crate::clock;
 use crate::config::Settings;
 use crate::pki::{self};
-use crate::registry::{AuthMethod, Client, ClientId, ClientStatus, MAX_ACTIVE_CERTS, Role};
+use crate::registry::{
+    AuthMethod, Client, ClientId, ClientStatus, Lifecycle, MAX_ACTIVE_CERTS, Role,
+};
 use crate::store::{CertAdded, CertRevoked, Migrations, NewClient, Store};
 
 use super::pki::read_cert;
@@ -158,17 +160,30 @@ pub(super) async fn clients_command(cli: &Cli, cmd: &ClientsCommand) -> anyhow::
                 println!("created_at:   {}", c.created_at);
             }
         }
-        ClientsCommand::Suspend { id } | ClientsCommand::Activate { id } => {
+        ClientsCommand::Suspend { id }
+        | ClientsCommand::Activate { id }
+        | ClientsCommand::Delete { id } => {
             let id = parse_id(id)?;
-            let status = if matches!(cmd, ClientsCommand::Suspend { .. }) {
-                ClientStatus::Suspended
-            } else {
-                ClientStatus::Active
+            let step = match cmd {
+                ClientsCommand::Suspend { .. } => Lifecycle::Suspend,
+                ClientsCommand::Activate { .. } => Lifecycle::Activate,
+                _ => Lifecycle::Delete,
             };
-            if !store.set_client_status(&id, status, &stamp).await? {
-                bail!("no client {id}");
+            let client = store
+                .client(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no client {id}"))?;
+            if !store
+                .transition_client(&id, step.from(), step.to(), &stamp)
+                .await?
+            {
+                bail!(
+                    "client {id} is {}; it cannot become {} from there",
+                    client.status.as_str(),
+                    step.to().as_str()
+                );
             }
-            println!("{id} {}", status.as_str());
+            println!("{id} {}", step.to().as_str());
         }
         ClientsCommand::Certs { id, json } => {
             let id = parse_id(id)?;

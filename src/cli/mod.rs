@@ -149,8 +149,14 @@ pub enum ClientsCommand {
         /// The client id.
         id: String,
     },
-    /// Re-activate a suspended client.
+    /// Let a suspended client, or a pending registration, in.
     Activate {
+        /// The client id.
+        id: String,
+    },
+    /// Delete a client: every call and token of it is refused from then on; it is kept so the
+    /// audit log still attributes its events.
+    Delete {
         /// The client id.
         id: String,
     },

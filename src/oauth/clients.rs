@@ -5,14 +5,14 @@ use openssl::x509::X509;
 
 use super::OAuthError;
 use crate::config::TlsSettings;
-use crate::registry::{AuthMethod, CertRecord, Client, ClientStatus};
+use crate::registry::{AuthMethod, CertRecord, Client};
 use crate::tls::{CertTrust, VerifiedClientCert};
 
 /// RFC 8705 §2: does the certificate on this connection authenticate `client`?
 pub fn authenticate(client: &Client, cert: &VerifiedClientCert) -> Result<(), OAuthError> {
-    if client.status != ClientStatus::Active {
+    if let Some(why) = client.status.refusal() {
         return Err(OAuthError::InvalidClient(format!(
-            "client {} is suspended",
+            "client {} {why}",
             client.client_id
         )));
     }

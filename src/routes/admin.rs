@@ -1,15 +1,18 @@
 //! The partner onboarding portal's API (SPEC §6), on the mTLS listener for operator
-//! certificates with the `portal` role: a client's certificate set, added to and revoked from.
-//! Every call is audited by the edge with the operator's certificate.
+//! certificates with the `portal` role: the clients, their lifecycle (approve, suspend,
+//! activate, delete) and their certificate sets. Every call is audited by the edge with the
+//! operator's certificate and the client concerned.
 
 use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
-use actix_web::web::{Bytes, Data, Path};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, get, post};
+use std::collections::HashMap;
+
+use actix_web::web::{Bytes, Data, Path, Query};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post};
 use openssl::x509::X509;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::edge::remember;
 use super::error::ApiError;
@@ -18,7 +21,9 @@ use crate::app::AppState;
 use crate::clock;
 use crate::oauth::clients::admissible_certificate;
 use crate::oauth::token::certificate_revocation_key;
-use crate::registry::{CertRecord, CertStatus, Client, ClientCert, ClientId};
+use crate::registry::{
+    CertRecord, CertStatus, Client, ClientCert, ClientId, ClientStatus, Lifecycle,
+};
 use crate::resources::codes;
 use crate::store::{CertAdded, CertRevoked};
 use crate::tls::{OperatorRole, VerifiedClientCert};
@@ -274,4 +279,290 @@ pub async fn revoke_certificate(
             cause: e.to_string(),
         })?;
     Ok(HttpResponse::Ok().json(CertificateView::of(&record, CertStatus::Revoked, None, now)))
+}
+
+/// Clients per page of `GET /admin/clients`.
+const PAGE: usize = 50;
+
+/// A client as the portal lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientSummary {
+    pub client_id: String,
+    pub name: String,
+    /// `pending`, `active`, `suspended` or `deleted`.
+    pub status: String,
+    pub roles: Vec<String>,
+    pub auth_method: String,
+    pub created_at: String,
+    /// When its first active certificate expires (RFC 3339); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soonest_cert_expiry: Option<String>,
+    /// An active certificate expires within 30 days.
+    pub expiring_soon: bool,
+}
+
+impl ClientSummary {
+    fn of(client: &Client, soonest: Option<i64>, now: i64) -> Self {
+        Self {
+            client_id: client.client_id.to_string(),
+            name: client.name.clone(),
+            status: client.status.as_str().into(),
+            roles: client
+                .roles
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+            auth_method: client.auth_method.as_str().into(),
+            created_at: client.created_at.clone(),
+            soonest_cert_expiry: soonest.and_then(|t| {
+                time::OffsetDateTime::from_unix_timestamp(t)
+                    .ok()
+                    .map(clock::timestamp)
+            }),
+            expiring_soon: soonest.is_some_and(|t| (t - now) < EXPIRY_WARNING_DAYS * 86_400),
+        }
+    }
+}
+
+/// One page of clients, in client id order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientPage {
+    pub clients: Vec<ClientSummary>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Which clients to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ClientQuery {
+    /// Only clients in this status.
+    pub status: Option<String>,
+    /// Only clients whose id or name contains this (any case).
+    pub q: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One client, with its certificate set.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientDetail {
+    #[serde(flatten)]
+    pub summary: ClientSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_dn: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub certificates: Vec<CertificateView>,
+}
+
+/// The clients, filtered and paged.
+#[utoipa::path(tag = "onboarding",
+    params(ClientQuery),
+    responses(
+        (status = 200, description = "A page of clients", body = ClientPage),
+        (status = 400, description = "An unknown status"),
+        (status = 403, description = "Not an operator certificate with the portal role")),
+    security(("mutual_tls" = [])))]
+#[get("/admin/clients")]
+#[tracing::instrument(name = "handler", skip_all)]
+pub async fn list_clients(
+    _portal: Portal,
+    query: Query<ClientQuery>,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<ClientStatus>().map_err(|e| {
+            ApiError::bad_request("invalid_query", codes::FIELD_INVALID, Some("status"), e)
+        })?),
+    };
+    let needle = query.q.as_deref().map(str::to_lowercase);
+    let mut soonest: HashMap<String, i64> = HashMap::new();
+    for (owner, cert) in state.store.client_certificates().await? {
+        soonest
+            .entry(owner)
+            .and_modify(|t| *t = (*t).min(cert.not_after))
+            .or_insert(cert.not_after);
+    }
+    let now = state.clock.unix();
+    let mut matching = state.store.clients().await?.into_iter().filter(|c| {
+        status.is_none_or(|s| c.status == s)
+            && needle.as_deref().is_none_or(|n| {
+                c.client_id.as_str().to_lowercase().contains(n) || c.name.to_lowercase().contains(n)
+            })
+            && query
+                .cursor
+                .as_deref()
+                .is_none_or(|after| c.client_id.as_str() > after)
+    });
+    let clients: Vec<ClientSummary> = matching
+        .by_ref()
+        .take(PAGE)
+        .map(|c| ClientSummary::of(&c, soonest.get(c.client_id.as_str()).copied(), now))
+        .collect();
+    let next_cursor = (clients.len() == PAGE && matching.next().is_some())
+        .then(|| clients.last().map(|c| c.client_id.clone()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(ClientPage {
+        clients,
+        next_cursor,
+    }))
+}
+
+/// One client, with its certificates and their expiry.
+#[utoipa::path(tag = "onboarding",
+    params(("ClientId" = String, Path, description = "Client id")),
+    responses(
+        (status = 200, description = "The client", body = ClientDetail),
+        (status = 403, description = "Not an operator certificate with the portal role"),
+        (status = 404, description = "No such client")),
+    security(("mutual_tls" = [])))]
+#[get("/admin/clients/{ClientId}")]
+#[tracing::instrument(name = "handler", skip_all)]
+pub async fn get_client(
+    req: HttpRequest,
+    _portal: Portal,
+    id: Path<String>,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let client = managed_client(&req, &state, &id).await?;
+    let now = state.clock.unix();
+    let set = state
+        .store
+        .client_certificates_of(&client.client_id)
+        .await?;
+    let soonest = set
+        .iter()
+        .filter(|c| c.status == CertStatus::Active)
+        .map(|c| c.record.not_after)
+        .min();
+    Ok(HttpResponse::Ok().json(ClientDetail {
+        summary: ClientSummary::of(&client, soonest, now),
+        subject_dn: client.subject_dn.clone(),
+        redirect_uris: client.redirect_uris.clone(),
+        certificates: set
+            .iter()
+            .map(|c| CertificateView::listed(c, now))
+            .collect(),
+    }))
+}
+
+/// Moves a client through its lifecycle; `409` when its status does not allow the move.
+async fn lifecycle(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+    step: Lifecycle,
+) -> Result<Client, ApiError> {
+    let client = managed_client(req, state, id).await?;
+    let stamp = clock::ob_datetime(state.clock.now());
+    if !state
+        .store
+        .transition_client(&client.client_id, step.from(), step.to(), &stamp)
+        .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "client {} is {}; it cannot become {} from there",
+            client.client_id,
+            client.status.as_str(),
+            step.to().as_str()
+        )));
+    }
+    Ok(Client {
+        status: step.to(),
+        ..client
+    })
+}
+
+async fn lifecycle_answer(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+    step: Lifecycle,
+) -> Result<HttpResponse, ApiError> {
+    let client = lifecycle(req, state, id, step).await?;
+    Ok(HttpResponse::Ok().json(ClientSummary::of(&client, None, state.clock.unix())))
+}
+
+/// Lets a pending registration in.
+#[utoipa::path(tag = "onboarding",
+    params(("ClientId" = String, Path, description = "Client id")),
+    responses(
+        (status = 200, description = "Now active", body = ClientSummary),
+        (status = 403, description = "Not an operator certificate with the portal role"),
+        (status = 404, description = "No such client"),
+        (status = 409, description = "Not pending")),
+    security(("mutual_tls" = [])))]
+#[post("/admin/clients/{ClientId}/approve")]
+#[tracing::instrument(name = "handler", skip_all)]
+pub async fn approve_client(
+    req: HttpRequest,
+    _portal: Portal,
+    id: Path<String>,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    lifecycle_answer(&req, &state, &id, Lifecycle::Approve).await
+}
+
+/// Suspends a client: its token requests and its tokens are refused until it is activated.
+#[utoipa::path(tag = "onboarding",
+    params(("ClientId" = String, Path, description = "Client id")),
+    responses(
+        (status = 200, description = "Now suspended", body = ClientSummary),
+        (status = 403, description = "Not an operator certificate with the portal role"),
+        (status = 404, description = "No such client"),
+        (status = 409, description = "Suspended or deleted already")),
+    security(("mutual_tls" = [])))]
+#[post("/admin/clients/{ClientId}/suspend")]
+#[tracing::instrument(name = "handler", skip_all)]
+pub async fn suspend_client(
+    req: HttpRequest,
+    _portal: Portal,
+    id: Path<String>,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    lifecycle_answer(&req, &state, &id, Lifecycle::Suspend).await
+}
+
+/// Lets a suspended client in again.
+#[utoipa::path(tag = "onboarding",
+    params(("ClientId" = String, Path, description = "Client id")),
+    responses(
+        (status = 200, description = "Now active", body = ClientSummary),
+        (status = 403, description = "Not an operator certificate with the portal role"),
+        (status = 404, description = "No such client"),
+        (status = 409, description = "Active or deleted")),
+    security(("mutual_tls" = [])))]
+#[post("/admin/clients/{ClientId}/activate")]
+#[tracing::instrument(name = "handler", skip_all)]
+pub async fn activate_client(
+    req: HttpRequest,
+    _portal: Portal,
+    id: Path<String>,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    lifecycle_answer(&req, &state, &id, Lifecycle::Activate).await
+}
+
+/// Deletes a client (softly): every call and every token of it is refused from now on; it is
+/// kept so the audit log still attributes its events.
+#[utoipa::path(tag = "onboarding",
+    params(("ClientId" = String, Path, description = "Client id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an operator certificate with the portal role"),
+        (status = 404, description = "No such client"),
+        (status = 409, description = "Deleted already")),
+    security(("mutual_tls" = [])))]
+#[delete("/admin/clients/{ClientId}")]
+#[tracing::instrument(name = "handler", skip_all)]
+pub async fn delete_client(
+    req: HttpRequest,
+    _portal: Portal,
+    id: Path<String>,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    lifecycle(&req, &state, &id, Lifecycle::Delete).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -58,6 +58,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// The resource's state does not allow the request (a lifecycle move from the wrong
+    /// status): 409.
+    #[error("{0}")]
+    Conflict(String),
     /// A known route asked with a method it does not declare: 405 with `Allow`.
     #[error("{method} is not allowed here; this resource accepts {allow}")]
     MethodNotAllowed { method: String, allow: String },
@@ -115,6 +119,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::BadRequest { reason, .. } => reason,
             Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::TooLarge(_) => "body_too_large",
             Self::Internal(_) => "internal_error",
@@ -266,6 +271,7 @@ impl ResponseError for ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -382,6 +388,7 @@ impl ResponseError for ApiError {
                 )
             }
             Self::NotFound(m) => (ob_body(status, codes::NOT_FOUND, m, None), None),
+            Self::Conflict(m) => (ob_body(status, codes::FIELD_INVALID, m, None), None),
             Self::MethodNotAllowed { allow, .. } => {
                 res.insert_header((header::ALLOW, allow.as_str()));
                 (

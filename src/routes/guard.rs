@@ -173,15 +173,20 @@ async fn authorize(req: &HttpRequest) -> Result<Authorized, ApiError> {
             reason: "client_unknown",
             description: format!("client {} is no longer registered", token.client_id()),
         })?;
-    if client.status != ClientStatus::Active {
+    if let Some(why) = client.status.refusal() {
+        let reason = match client.status {
+            ClientStatus::Deleted => "client_deleted",
+            ClientStatus::Pending => "client_pending",
+            _ => "client_suspended",
+        };
         state
             .metrics
             .token_rejections
-            .with_label_values(&["client_suspended"])
+            .with_label_values(&[reason])
             .inc();
         return Err(ApiError::InvalidToken {
-            reason: "client_suspended",
-            description: format!("client {} is suspended", client.client_id),
+            reason,
+            description: format!("client {} {why}", client.client_id),
         });
     }
     within_rate_limit(state, &client).await?;

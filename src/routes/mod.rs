@@ -88,6 +88,12 @@ pub fn mtls(cfg: &mut ServiceConfig) {
         .service(banking::create_payment)
         .service(banking::get_payment)
         .service(banking::confirm_funds)
+        .service(admin::list_clients)
+        .service(admin::get_client)
+        .service(admin::approve_client)
+        .service(admin::suspend_client)
+        .service(admin::activate_client)
+        .service(admin::delete_client)
         .service(admin::list_certificates)
         .service(admin::add_certificate)
         .service(admin::revoke_certificate);

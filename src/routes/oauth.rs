@@ -510,9 +510,22 @@ pub async fn introspect(
         },
         Err(_) => false,
     };
+    // Nor is a token of a client that is no longer let in (suspended, deleted).
+    let client_live = match &verified {
+        Ok(claims) => match claims.client_id.parse::<ClientId>() {
+            Ok(id) => state
+                .store
+                .client(&id)
+                .await?
+                .is_some_and(|c| c.status.refusal().is_none()),
+            Err(_) => false,
+        },
+        Err(_) => false,
+    };
+    let live = consent_live && client_live;
     let body = match verified {
         Ok(claims)
-            if consent_live
+            if live
                 && caller
                     .as_ref()
                     .is_none_or(|c| claims.client_id == c.client_id.as_str()) =>
@@ -533,7 +546,7 @@ pub async fn introspect(
                 consent_id: claims.consent_id,
             }
         }
-        Ok(_) if consent_live => {
+        Ok(_) if live => {
             let mut res = json_no_store(&IntrospectionResponse::inactive());
             res.extensions_mut().insert(AuditNote {
                 outcome: Outcome::Denied,

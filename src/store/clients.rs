@@ -174,22 +174,6 @@ where
             .collect()
     }
 
-    pub async fn set_client_status(
-        &self,
-        id: &ClientId,
-        status: ClientStatus,
-        now: &str,
-    ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE clients SET status = $1, updated_at = $2 WHERE client_id = $3")
-                .bind(status.as_str())
-                .bind(now)
-                .bind(id.as_str())
-                .execute(&self.pool)
-                .await?;
-        Ok(DB::rows_affected(&done) == 1)
-    }
-
     pub async fn self_signed_thumbprints(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "SELECT cc.thumbprint FROM client_certificates cc JOIN clients c USING (client_id) \
@@ -372,6 +356,31 @@ where
             .map(|r| Ok((r.try_get("thumbprint")?, r.try_get("not_after")?)))
             .collect()
     }
+
+    pub async fn transition_client(
+        &self,
+        id: &ClientId,
+        from: &[ClientStatus],
+        to: ClientStatus,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        for status in from {
+            let done = sqlx::query(
+                "UPDATE clients SET status = $1, updated_at = $2 \
+                 WHERE client_id = $3 AND status = $4",
+            )
+            .bind(to.as_str())
+            .bind(now)
+            .bind(id.as_str())
+            .bind(status.as_str())
+            .execute(&self.pool)
+            .await?;
+            if DB::rows_affected(&done) == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
 impl Store {
@@ -393,19 +402,6 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.clients().await,
             Self::Postgres(pg) => pg.call(pg.sql.clients()).await,
-        }
-    }
-
-    /// Returns false when there is no such client.
-    pub async fn set_client_status(
-        &self,
-        id: &ClientId,
-        status: ClientStatus,
-        now: &str,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.set_client_status(id, status, now).await,
-            Self::Postgres(pg) => pg.call(pg.sql.set_client_status(id, status, now)).await,
         }
     }
 
@@ -473,6 +469,21 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.revoked_certificates(now).await,
             Self::Postgres(pg) => pg.call(pg.sql.revoked_certificates(now)).await,
+        }
+    }
+
+    /// Moves a client to `to` if it is in one of `from` (each move is one conditional
+    /// update, so two operators acting at once cannot both move it); false otherwise.
+    pub async fn transition_client(
+        &self,
+        id: &ClientId,
+        from: &[ClientStatus],
+        to: ClientStatus,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.transition_client(id, from, to, now).await,
+            Self::Postgres(pg) => pg.call(pg.sql.transition_client(id, from, to, now)).await,
         }
     }
 }

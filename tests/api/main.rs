@@ -4,6 +4,7 @@ mod cli;
 mod flows;
 mod helpers;
 mod ops;
+mod portal;
 mod resources;
 mod scale;
 mod tls;
