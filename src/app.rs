@@ -2,6 +2,7 @@
 //! every worker of every listener (the TLS listeners' routes and the ops listener alike).
 
 use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::AuditLog;
 use crate::config::Settings;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub clock: crate::clock::Clock,
     /// Every route and its methods, for `405 Allow` and wrong-listener answers.
     pub routes: RouteTable,
+    /// Asks for what SIGHUP does (`POST /admin/reload`).
+    pub reload: ReloadHandle,
     /// Bounds concurrent password checks (each scrypt holds 32 MiB), one per peer at a time.
     pub password_checks: crate::resources::signin::PasswordChecks,
 }
@@ -57,5 +60,41 @@ impl RouteTable {
             .iter()
             .find(|(def, _, _)| def.is_match(path))
             .map(|(_, template, methods)| (template.as_str(), methods.as_slice()))
+    }
+}
+
+type ReloadReply = oneshot::Sender<Result<(), String>>;
+
+/// Asks the running gateway to re-read certificates, trust anchors, CRLs and policy, as SIGHUP
+/// does, and waits for the outcome. `startup` serves the requests; on error the running
+/// configuration stays in force and the answer names what was wrong.
+#[derive(Clone)]
+pub struct ReloadHandle(mpsc::Sender<ReloadReply>);
+
+/// Where `startup` receives reload requests.
+pub struct ReloadRequests(mpsc::Receiver<ReloadReply>);
+
+impl ReloadHandle {
+    pub fn channel() -> (Self, ReloadRequests) {
+        let (tx, rx) = mpsc::channel(4);
+        (Self(tx), ReloadRequests(rx))
+    }
+
+    pub async fn reload(&self) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(reply)
+            .await
+            .map_err(|_| "the reloader is not running".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the reloader stopped before answering".to_string())?
+    }
+}
+
+impl ReloadRequests {
+    /// The next request, with where its answer goes; `None` once the gateway is gone.
+    pub async fn next(&mut self) -> Option<oneshot::Sender<Result<(), String>>> {
+        self.0.recv().await
     }
 }

@@ -16,7 +16,7 @@ use actix_web::{App, web};
 use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
-use crate::app::{AppState, RouteTable};
+use crate::app::{AppState, ReloadHandle, ReloadRequests, RouteTable};
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -194,6 +194,7 @@ impl Application {
         let public_addr = local(&public_listener, "server.public_listen")?;
         let ops_addr = local(&ops_listener, "server.ops_listen")?;
 
+        let (reload, reload_requests) = ReloadHandle::channel();
         let state = web::Data::new(AppState {
             settings,
             store,
@@ -207,7 +208,13 @@ impl Application {
             clock,
             routes: RouteTable::new(ops::openapi::routes()),
             password_checks: crate::resources::signin::PasswordChecks::new(2),
+            reload,
         });
+        tokio::spawn(serve_reloads(
+            reload_requests,
+            Arc::downgrade(&state.clone().into_inner()),
+            Arc::clone(&tls),
+        ));
 
         let mtls_factory = {
             let (state, tls) = (state.clone(), Arc::clone(&tls));
@@ -323,6 +330,27 @@ impl Reloader {
         refresh_self_signed(&self.state.store, &self.tls).await?;
         self.state.tokens.keys().reload()?;
         Ok(())
+    }
+}
+
+/// Answers `POST /admin/reload`: the same reload as SIGHUP, one at a time, until the gateway
+/// is gone.
+async fn serve_reloads(mut requests: ReloadRequests, state: Weak<AppState>, tls: Arc<TlsFrontend>) {
+    while let Some(reply) = requests.next().await {
+        let Some(state) = state.upgrade() else { return };
+        let reloader = Reloader {
+            state: web::Data::from(state),
+            tls: Arc::clone(&tls),
+        };
+        let outcome = reloader.reload().await.map_err(|e| e.to_string());
+        match &outcome {
+            Ok(()) => tracing::info!("reloaded certificates, trust anchors, CRLs and policy"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; the previous configuration stays")
+            }
+        }
+        // The operator may have gone; the reload stands either way.
+        let _ = reply.send(outcome);
     }
 }
 

@@ -566,3 +566,26 @@ pub async fn delete_client(
     lifecycle(&req, &state, &id, Lifecycle::Delete).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// What SIGHUP does: re-reads certificates, trust anchors, CRLs and policy. A broken file
+/// leaves the running configuration in force and is named in the `400`. Connections opened
+/// before a successful reload must reconnect.
+#[utoipa::path(tag = "onboarding",
+    responses(
+        (status = 200, description = "Reloaded"),
+        (status = 400, description = "A file is broken; nothing changed"),
+        (status = 403, description = "Not an operator certificate with the portal role")),
+    security(("mutual_tls" = [])))]
+#[post("/admin/reload")]
+#[tracing::instrument(name = "handler", skip_all)]
+pub async fn reload(_portal: Portal, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.reload.reload().await.map_err(|why| {
+        ApiError::bad_request(
+            "reload_failed",
+            codes::FIELD_INVALID,
+            None,
+            format!("nothing was reloaded: {why}"),
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"reloaded": true})))
+}

@@ -94,6 +94,7 @@ pub fn mtls(cfg: &mut ServiceConfig) {
         .service(admin::suspend_client)
         .service(admin::activate_client)
         .service(admin::delete_client)
+        .service(admin::reload)
         .service(admin::list_certificates)
         .service(admin::add_certificate)
         .service(admin::revoke_certificate);

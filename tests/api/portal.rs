@@ -196,3 +196,39 @@ async fn the_cli_deletes_a_client_for_good() -> TestResult {
     assert_eq!(token_request(&app).await?.0, 401);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_reloads_and_a_broken_policy_changes_nothing() -> TestResult {
+    let app = spawn_app_with(with_policy(|t| t)).await?;
+    let cert = app.issue_trusted(
+        "portal-op",
+        CertSpec::operator("portal-op", &["portal".to_string()], now()),
+    )?;
+    let reload = || async {
+        // A new connection each time: a reload ends the ones made before it.
+        let res = app
+            .client(&cert)?
+            .post(format!("{}/admin/reload", app.mtls))
+            .send()
+            .await?;
+        Res::<(u16, Value)>::Ok((res.status().as_u16(), res.json().await?))
+    };
+    let (status, body) = reload().await?;
+    assert_eq!(status, 200, "{body}");
+    std::fs::write(
+        app.settings.policy.dir.join("access.toml"),
+        "[tokens]\naccess_token_lifetime_secs = 5\n",
+    )?;
+    let (status, body) = reload().await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("access.toml"),
+        "names the file: {body}"
+    );
+    assert_eq!(
+        token_request(&app).await?.0,
+        200,
+        "the running policy stays"
+    );
+    Ok(())
+}
