@@ -271,39 +271,6 @@ async fn a_certificate_revoked_at_one_instance_is_refused_at_the_other_within_a_
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_stays_one_and_a_tpp_authenticates_over_resumed_tls_sessions() -> TestResult {
-    let app = spawn_app().await?;
-    let cert = app.issue_trusted(
-        "portal-op",
-        CertSpec::operator("portal-op", &["portal".to_string()], now()),
-    )?;
-    let portal = app.client_resuming(&cert)?;
-    let url = format!("{}/admin/clients/tpp-a/certificates", app.mtls);
-    for attempt in 0..3 {
-        let res = portal.get(&url).send().await?;
-        assert_eq!(
-            res.status(),
-            200,
-            "request {attempt} (1 and 2 resume the session)"
-        );
-    }
-    let tpp = app.client_resuming(&app.tpp_a)?;
-    for attempt in 0..3 {
-        let res = tpp
-            .post(format!("{}/token", app.mtls))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "tpp-a"),
-                ("scope", "accounts"),
-            ])
-            .send()
-            .await?;
-        assert_eq!(res.status(), 200, "token request {attempt}");
-    }
-    Ok(())
-}
-
 fn with_overlap(secs: i64) -> impl FnOnce(&mut obgate::config::Settings) {
     with_policy(move |t| {
         t.replace(

@@ -584,3 +584,36 @@ async fn a_request_trickled_past_the_deadline_is_answered_408_and_closed_on_ever
     assert!(closed, "ops: the connection stays open");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_stays_one_and_a_tpp_authenticates_over_resumed_tls_sessions() -> TestResult {
+    let app = spawn_app().await?;
+    let cert = app.issue_trusted(
+        "portal-op",
+        obgate::pki::CertSpec::operator("portal-op", &["portal".to_string()], now()),
+    )?;
+    let portal = app.client_resuming(&cert)?;
+    let url = format!("{}/admin/clients/tpp-a/certificates", app.mtls);
+    for attempt in 0..3 {
+        let res = portal.get(&url).send().await?;
+        assert_eq!(
+            res.status(),
+            200,
+            "request {attempt} (1 and 2 resume the session)"
+        );
+    }
+    let tpp = app.client_resuming(&app.tpp_a)?;
+    for attempt in 0..3 {
+        let res = tpp
+            .post(format!("{}/token", app.mtls))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tpp-a"),
+                ("scope", "accounts"),
+            ])
+            .send()
+            .await?;
+        assert_eq!(res.status(), 200, "token request {attempt}");
+    }
+    Ok(())
+}
