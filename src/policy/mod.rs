@@ -131,6 +131,7 @@ pub struct Policy {
     grants: GrantSettings,
     require_signed_request_object: bool,
     request_uri_lifetime: i64,
+    expiry_warning_days: i64,
     rate_limit: Option<u32>,
     client_rate_limits: HashMap<String, u32>,
     role_scopes: HashMap<Role, ScopeSet>,
@@ -182,6 +183,11 @@ impl Policy {
             .get(client_id)
             .copied()
             .or(self.rate_limit)
+    }
+
+    /// A client certificate this many days or fewer from expiry is `expiring_soon`.
+    pub fn expiry_warning_days(&self) -> i64 {
+        self.expiry_warning_days
     }
 
     /// How long a pushed request's `request_uri` may be used.
@@ -450,6 +456,19 @@ scope = "accounts"
                 "{GOOD}\n[authorization]\nrequest_uri_lifetime_secs = 900\n"
             )),
             ["authorization.request_uri_lifetime_secs"]
+        );
+        assert_eq!(
+            fields(&format!(
+                "{GOOD}\n[certificates]\nexpiry_warning_days = 0\n"
+            )),
+            ["certificates.expiry_warning_days"]
+        );
+        assert_eq!(
+            fields(&GOOD.replace(
+                "access_token_lifetime_secs = 300",
+                "access_token_lifetime_secs = 300\nrotation_overlap_secs = -1"
+            )),
+            ["tokens.rotation_overlap_secs"]
         );
     }
 

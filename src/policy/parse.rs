@@ -31,7 +31,16 @@ struct RawPolicy {
     #[serde(default)]
     rate_limits: RawRateLimits,
     #[serde(default)]
+    certificates: RawCertificates,
+    #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCertificates {
+    /// A client certificate this close to expiry is flagged to the portal.
+    expiry_warning_days: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -129,6 +138,7 @@ pub(super) fn parse(
     let upstreams = upstreams(&mut issues, &raw);
     let role_scopes = roles(&mut issues, &raw);
     let rules = routes(&mut issues, &raw, known_routes, &role_scopes, &upstreams);
+    let expiry_warning_days = expiry_warning_days(&mut issues, &raw);
     if !issues.found.is_empty() {
         return Err(PolicyError::Invalid(issues.found));
     }
@@ -141,11 +151,30 @@ pub(super) fn parse(
         },
         require_signed_request_object: raw.authorization.require_signed_request_object,
         request_uri_lifetime: lifetimes.request_uri,
+        expiry_warning_days,
         rate_limit,
         client_rate_limits,
         role_scopes,
         rules,
     })
+}
+
+/// `[certificates] expiry_warning_days`: 1 to 365, 30 when absent.
+const DEFAULT_EXPIRY_WARNING_DAYS: i64 = 30;
+
+fn expiry_warning_days(issues: &mut Issues, raw: &RawPolicy) -> i64 {
+    match &raw.certificates.expiry_warning_days {
+        Some(d) if !(1..=365).contains(d.get_ref()) => {
+            issues.push(
+                d.span(),
+                "certificates.expiry_warning_days",
+                format!("{} is outside 1..=365 days", d.get_ref()),
+            );
+            0
+        }
+        Some(d) => *d.get_ref(),
+        None => DEFAULT_EXPIRY_WARNING_DAYS,
+    }
 }
 
 /// The TOML itself, into the raw sections; a syntax or type mistake names its field.

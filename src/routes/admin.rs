@@ -28,8 +28,10 @@ use crate::resources::codes;
 use crate::store::{CertAdded, CertRevoked};
 use crate::tls::{OperatorRole, VerifiedClientCert};
 
-/// A certificate expiring within this many days is flagged `expiring_soon`.
-const EXPIRY_WARNING_DAYS: i64 = 30;
+/// The policy's `[certificates] expiry_warning_days`.
+fn warning_days(state: &AppState) -> i64 {
+    state.policy.load().expiry_warning_days()
+}
 
 /// The largest PEM accepted for a certificate.
 const PEM_LIMIT: usize = 64 * 1024;
@@ -83,7 +85,7 @@ pub struct CertificateView {
     /// RFC 3339.
     pub not_after: String,
     pub expires_in_days: i64,
-    /// Within 30 days of expiry.
+    /// Within the policy's `[certificates] expiry_warning_days` of expiry.
     pub expiring_soon: bool,
     /// RFC 3339; absent for a certificate just revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,7 +93,13 @@ pub struct CertificateView {
 }
 
 impl CertificateView {
-    fn of(record: &CertRecord, status: CertStatus, added_at: Option<String>, now: i64) -> Self {
+    fn of(
+        record: &CertRecord,
+        status: CertStatus,
+        added_at: Option<String>,
+        now: i64,
+        warning_days: i64,
+    ) -> Self {
         let expires_in_days = (record.not_after - now).div_euclid(86_400);
         Self {
             thumbprint: record.thumbprint.clone(),
@@ -103,13 +111,19 @@ impl CertificateView {
                 .map(clock::timestamp)
                 .unwrap_or_default(),
             expires_in_days,
-            expiring_soon: status == CertStatus::Active && expires_in_days < EXPIRY_WARNING_DAYS,
+            expiring_soon: status == CertStatus::Active && expires_in_days < warning_days,
             added_at,
         }
     }
 
-    fn listed(c: &ClientCert, now: i64) -> Self {
-        Self::of(&c.record, c.status, Some(c.added_at.clone()), now)
+    fn listed(c: &ClientCert, now: i64, warning_days: i64) -> Self {
+        Self::of(
+            &c.record,
+            c.status,
+            Some(c.added_at.clone()),
+            now,
+            warning_days,
+        )
     }
 }
 
@@ -151,7 +165,7 @@ pub async fn list_certificates(
         .client_certificates_of(&client.client_id)
         .await?
         .iter()
-        .map(|c| CertificateView::listed(c, now))
+        .map(|c| CertificateView::listed(c, now, warning_days(&state)))
         .collect();
     Ok(HttpResponse::Ok().json(CertificateSet {
         client_id: client.client_id.to_string(),
@@ -228,6 +242,7 @@ pub async fn add_certificate(
         CertStatus::Active,
         Some(stamp),
         now,
+        warning_days(&state),
     )))
 }
 
@@ -278,7 +293,14 @@ pub async fn revoke_certificate(
             backend: super::error::Backend::SharedState,
             cause: e.to_string(),
         })?;
-    Ok(HttpResponse::Ok().json(CertificateView::of(&record, CertStatus::Revoked, None, now)))
+    let view = CertificateView::of(
+        &record,
+        CertStatus::Revoked,
+        None,
+        now,
+        warning_days(&state),
+    );
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// Clients per page of `GET /admin/clients`.
@@ -297,12 +319,12 @@ pub struct ClientSummary {
     /// When its first active certificate expires (RFC 3339); absent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soonest_cert_expiry: Option<String>,
-    /// An active certificate expires within 30 days.
+    /// An active certificate expires within the policy's `expiry_warning_days`.
     pub expiring_soon: bool,
 }
 
 impl ClientSummary {
-    fn of(client: &Client, soonest: Option<i64>, now: i64) -> Self {
+    fn of(client: &Client, soonest: Option<i64>, now: i64, warning_days: i64) -> Self {
         Self {
             client_id: client.client_id.to_string(),
             name: client.name.clone(),
@@ -319,7 +341,7 @@ impl ClientSummary {
                     .ok()
                     .map(clock::timestamp)
             }),
-            expiring_soon: soonest.is_some_and(|t| (t - now) < EXPIRY_WARNING_DAYS * 86_400),
+            expiring_soon: soonest.is_some_and(|t| (t - now) < warning_days * 86_400),
         }
     }
 }
@@ -399,7 +421,10 @@ pub async fn list_clients(
     let clients: Vec<ClientSummary> = matching
         .by_ref()
         .take(PAGE)
-        .map(|c| ClientSummary::of(&c, soonest.get(c.client_id.as_str()).copied(), now))
+        .map(|c| {
+            let first = soonest.get(c.client_id.as_str()).copied();
+            ClientSummary::of(&c, first, now, warning_days(&state))
+        })
         .collect();
     let next_cursor = (clients.len() == PAGE && matching.next().is_some())
         .then(|| clients.last().map(|c| c.client_id.clone()))
@@ -438,12 +463,12 @@ pub async fn get_client(
         .map(|c| c.record.not_after)
         .min();
     Ok(HttpResponse::Ok().json(ClientDetail {
-        summary: ClientSummary::of(&client, soonest, now),
+        summary: ClientSummary::of(&client, soonest, now, warning_days(&state)),
         subject_dn: client.subject_dn.clone(),
         redirect_uris: client.redirect_uris.clone(),
         certificates: set
             .iter()
-            .map(|c| CertificateView::listed(c, now))
+            .map(|c| CertificateView::listed(c, now, warning_days(&state)))
             .collect(),
     }))
 }
@@ -482,7 +507,8 @@ async fn lifecycle_answer(
     step: Lifecycle,
 ) -> Result<HttpResponse, ApiError> {
     let client = lifecycle(req, state, id, step).await?;
-    Ok(HttpResponse::Ok().json(ClientSummary::of(&client, None, state.clock.unix())))
+    let now = state.clock.unix();
+    Ok(HttpResponse::Ok().json(ClientSummary::of(&client, None, now, warning_days(state))))
 }
 
 /// Lets a pending registration in.

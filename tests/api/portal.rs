@@ -232,3 +232,33 @@ async fn the_portal_reloads_and_a_broken_policy_changes_nothing() -> TestResult 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_near_its_end_is_flagged_to_the_portal_as_the_policy_says() -> TestResult {
+    let app = spawn_app_with(with_policy(|t| {
+        t.replace("expiry_warning_days = 30", "expiry_warning_days = 60")
+    }))
+    .await?;
+    let portal = portal(&app)?;
+    let flagged = |app: &TestApp, portal: &reqwest::Client| {
+        let url = format!("{}/admin/clients/tpp-a", app.mtls);
+        let portal = portal.clone();
+        async move {
+            let v: Value = portal.get(url).send().await?.json().await?;
+            Res::<(Value, Value)>::Ok((
+                v["expiring_soon"].clone(),
+                v["certificates"][0]["expiring_soon"].clone(),
+            ))
+        }
+    };
+    assert_eq!(flagged(&app, &portal).await?, (false.into(), false.into()));
+    let days = |field: &str| -> Res<i64> {
+        let out = app.cli(&["clients", "certs", "tpp-a", "--json"])?;
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok((v[0][field].as_i64().ok_or("no such field")? - now()) / 86_400)
+    };
+    // Fifty days before the end: inside the policy's 60, outside the default 30.
+    app.clock.advance((days("not_after")? - 50) * 86_400);
+    assert_eq!(flagged(&app, &portal).await?, (true.into(), true.into()));
+    Ok(())
+}
