@@ -37,6 +37,8 @@ pub struct Subject {
     pub psu: Option<String>,
     pub token_jti: Option<String>,
     pub consent_id: Option<String>,
+    /// The certificate a rotating refresh moved the grant from.
+    pub previous_cert: Option<String>,
 }
 
 /// What happened, before it gets its place in the chain. Holds no token, code or key.
@@ -56,6 +58,8 @@ pub struct AuditEvent {
     pub consent_id: Option<String>,
     /// The bank customer, on the customer's pages.
     pub psu: Option<String>,
+    /// The certificate a rotating refresh moved the grant from (reason `cert_rotated`).
+    pub cert_previous: Option<String>,
     pub latency_us: u64,
 }
 
@@ -98,6 +102,7 @@ impl AuditEvent {
             token_jti: None,
             consent_id: None,
             psu: None,
+            cert_previous: None,
             latency_us: 0,
         }
     }
@@ -125,6 +130,7 @@ impl AuditEvent {
             token_jti: opt(self.token_jti),
             consent_id: opt(self.consent_id),
             psu: opt(self.psu),
+            cert_previous: opt(self.cert_previous),
             latency_us: i64::try_from(self.latency_us).unwrap_or(i64::MAX),
             prev_hash,
             hash: String::new(),

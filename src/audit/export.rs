@@ -11,7 +11,7 @@ pub enum Format {
     Csv,
 }
 
-const COLUMNS: [&str; 19] = [
+const COLUMNS: [&str; 20] = [
     "seq",
     "ts",
     "interaction_id",
@@ -28,6 +28,7 @@ const COLUMNS: [&str; 19] = [
     "token_jti",
     "consent_id",
     "psu",
+    "cert_previous",
     "latency_us",
     "prev_hash",
     "hash",
@@ -98,6 +99,7 @@ fn csv_row(r: &AuditRecord) -> String {
         opt(&r.token_jti),
         opt(&r.consent_id),
         opt(&r.psu),
+        opt(&r.cert_previous),
         r.latency_us.to_string(),
         r.prev_hash.clone(),
         r.hash.clone(),

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Store, StoreError};
 
-/// Events per commit; 512 × 18 bound columns stays well under SQLite's 32,766 variables.
+/// Events per commit; 512 × 21 bound columns stays well under SQLite's 32,766 variables.
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
 
@@ -505,6 +505,7 @@ mod tests {
             token_jti: None,
             consent_id: None,
             psu: None,
+            cert_previous: None,
             latency_us: 5,
         }
     }

@@ -163,6 +163,7 @@ fn event_for<B>(
         token_jti: ctx.token_jti,
         consent_id: ctx.consent_id,
         psu: ctx.psu,
+        cert_previous: ctx.previous_cert,
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     }
 }

@@ -318,9 +318,10 @@ pub async fn token(
         .inc();
     let mut res = token_response(&req, minted, refresh_token, id_token, consent_id);
     if let Some(previous) = rotated_from {
-        // The event carries the new certificate; the log also says which one the grant left.
+        // The event carries both: the new certificate as its own, the old as cert_previous.
         tracing::info!(client = %client.client_id, from = %previous, to = %cert.thumbprint_b64(),
             "refresh moved the grant to the client's new certificate");
+        remember(&req, |s| s.previous_cert = Some(previous));
         res.extensions_mut().insert(AuditNote {
             outcome: Outcome::Allowed,
             reason: "cert_rotated",

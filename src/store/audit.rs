@@ -29,6 +29,10 @@ pub struct AuditRecord {
     /// keep their hashes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub psu: Option<String>,
+    /// The certificate a rotating refresh moved the grant from; absent from the hashed form
+    /// when empty, like `psu`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_previous: Option<String>,
     pub latency_us: i64,
     pub prev_hash: String,
     pub hash: String,
@@ -95,7 +99,7 @@ where
         let mut insert = sqlx::QueryBuilder::<DB>::new(
             "INSERT INTO audit_events (seq, ts, interaction_id, peer_ip, client_id, \
              cert_thumbprint, cert_subject, cert_serial, method, route, status, outcome, reason, \
-             token_jti, consent_id, psu, latency_us, prev_hash, hash, event_id) ",
+             token_jti, consent_id, psu, latency_us, prev_hash, hash, event_id, cert_previous) ",
         );
         insert.push_values(&batch, |mut row, e| {
             row.push_bind(e.seq)
@@ -117,7 +121,8 @@ where
                 .push_bind(e.latency_us)
                 .push_bind(&e.prev_hash)
                 .push_bind(&e.hash)
-                .push_bind(&e.event_id);
+                .push_bind(&e.event_id)
+                .push_bind(&e.cert_previous);
         });
         insert.build().execute(&mut *tx).await?;
         tx.commit().await?;

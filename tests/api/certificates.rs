@@ -308,6 +308,17 @@ async fn within_the_rotation_window_a_refresh_over_the_new_certificate_moves_the
         .await_audit(|e| e.reason.as_deref() == Some("cert_rotated"))
         .await?;
     assert_eq!(rotated.cert_thumbprint, Some(b_cert.thumbprint()?));
+    assert_eq!(
+        rotated.cert_previous,
+        Some(app.tpp_a.thumbprint()?),
+        "both certificates"
+    );
+    let out = app.cli(&["audit", "verify"])?;
+    assert!(
+        out.status.success(),
+        "the chain holds with the new field: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The grant now lives on B: over A the same refresh token is a mismatch.
     let (status, body) = a.refresh("tpp-a", &refresh).await?;
     assert_eq!(status, 400, "{body}");
